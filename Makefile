@@ -1,0 +1,37 @@
+# Two entry points (see README): `make run` sets everything up and starts MusicSSL on its default
+# library; `make test` sets everything up and runs the test suite. Every other target is a helper.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch's CPU/CUDA wheels are large; these two are the pair this project is developed and CI'd with.
+TORCH  ?= torch==2.14.1 torchaudio==2.11.0
+DEBS   := libportaudio2
+
+.PHONY: run test lint format bench system-deps
+
+run: $(STAMP)
+	$(VENV)/bin/musicssl
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+# Debian libraries that wheels cannot carry (PortAudio for preview playback); skipped when present.
+system-deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[gui,dev]'
+	touch $(STAMP)
