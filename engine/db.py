@@ -191,14 +191,17 @@ def migrate(conn: sqlite3.Connection, path: Path | None, target: int = SCHEMA_VE
     return target
 
 
-def connect(path: str | os.PathLike[str], *, migrate_to: int = SCHEMA_VERSION) -> sqlite_utils.Database:
-    """Open (creating if needed) a library DB with WAL and foreign keys, migrated to `migrate_to`."""
+def connect(
+    path: str | os.PathLike[str], *, migrate_to: int = SCHEMA_VERSION
+) -> sqlite_utils.Database:
+    """Open (creating if needed) a library DB with WAL and foreign keys, migrated forward."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # Autocommit at the driver level; we open explicit transactions (see `transaction`).
-        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")

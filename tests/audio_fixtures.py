@@ -1,4 +1,4 @@
-"""Real encoded audio made at test time with PyAV, so tests exercise the same FFmpeg paths as users."""
+"""Real encoded audio made at test time with PyAV: tests exercise the FFmpeg paths users hit."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def write_audio(
     channels: int = 2,
     rate: int = 44100,
 ) -> Path:
-    """Encode `music_signal(seed)` into `path`, the format chosen by its extension, with metadata."""
+    """Encode `music_signal(seed)` into `path` (format from its extension), with metadata."""
     path = Path(path)
     container_fmt, codec, options = FORMATS[path.suffix.lower()]
     rate = RATES.get(codec, rate)

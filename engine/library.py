@@ -1,0 +1,225 @@
+"""The one object the CLI and the GUI talk to: they never touch SQL, files or torch themselves.
+
+Keeping every user-visible behaviour behind `Library` means the headless CLI can script and test
+anything the GUI does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import db as dbmod
+from . import playlist_formats, playlists, scanner
+from .paths import default_db_path
+from .track_query import TrackQuery, parse_filters
+
+Progress = Callable[[int, int | None, str], None]
+
+TRACK_COLUMNS = (
+    "id, path, title, artist, album, album_artist, genre, year, track_number, duration, "
+    "sample_rate, channels, codec, status, error, missing, size, mtime, added_at, updated_at"
+)
+
+
+class TrackNotFound(LookupError):
+    """A track reference (id or path) that matches nothing in the library."""
+
+
+class Library:
+    """A music library stored in one SQLite file (default: the platform's user data folder)."""
+
+    def __init__(self, db_path: str | os.PathLike[str] | None = None):
+        self.path = default_db_path(db_path)
+        self.db = dbmod.connect(self.path)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- scanning ---------------------------------------------------------------------------
+    def scan(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        progress: Progress | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> scanner.ScanReport:
+        """Scan folders/files, then import playlists found there (their co-occurrences are data)."""
+        report = scanner.scan(self.db, [os.fspath(p) for p in paths], progress, cancel)
+        for playlist_file in report.playlist_files:
+            try:
+                playlists.import_file(self.db, playlist_file, only_if_changed=True)
+            except playlist_formats.PlaylistFormatError as exc:
+                report.errors.append((playlist_file, str(exc)))
+        return report
+
+    def folders(self) -> list[str]:
+        return [
+            row["path"] for row in self.db.query("SELECT path FROM library_folders ORDER BY path")
+        ]
+
+    def rescan(self, progress: Progress | None = None) -> scanner.ScanReport:
+        """Incremental rescan of every remembered folder (what the app does on start)."""
+        return self.scan(self.folders(), progress)
+
+    # -- browsing ---------------------------------------------------------------------------
+    def query(self, filters: Sequence[str] = (), search: str | None = None) -> TrackQuery:
+        return parse_filters(list(filters), search)
+
+    def tracks(
+        self,
+        filters: Sequence[str] = (),
+        search: str | None = None,
+        order_by: str = "artist",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        sql, params = self.query(filters, search).sql(
+            TRACK_COLUMNS, order_by, descending, limit, offset
+        )
+        return list(self.db.query(sql, params))
+
+    def count(self, filters: Sequence[str] = (), search: str | None = None) -> int:
+        q = self.query(filters, search)
+        sql = f"SELECT count(*) FROM tracks WHERE {q.where()}"  # noqa: S608 - parsed filter
+        return self.db.execute(sql, q.params).fetchone()[0]
+
+    def resolve(self, ref: str | int) -> int:
+        """A track id, or a file path (absolute or relative to the current folder)."""
+        if isinstance(ref, int) or str(ref).isdigit():
+            row = self.db.execute("SELECT id FROM tracks WHERE id = ?", [int(ref)]).fetchone()
+        else:
+            path = os.path.abspath(os.path.expanduser(str(ref)))
+            row = self.db.execute("SELECT id FROM tracks WHERE path = ?", [path]).fetchone()
+        if row is None:
+            raise TrackNotFound(f"no track {ref!r} in the library {self.path}")
+        return row[0]
+
+    def track(self, ref: str | int) -> dict[str, Any]:
+        track_id = self.resolve(ref)
+        sql = f"SELECT {TRACK_COLUMNS} FROM tracks WHERE id = ?"  # noqa: S608 - constant columns
+        row = next(self.db.query(sql, [track_id]))
+        row["tags"] = self.tags(track_id)
+        return row
+
+    def status(self) -> dict[str, Any]:
+        """Counts a person wants at a glance: how much is scanned, analysed, broken, missing."""
+        by_status = dict(
+            self.db.execute(
+                "SELECT status, count(*) FROM tracks WHERE missing = 0 GROUP BY status"
+            ).fetchall()
+        )
+        one = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
+        return {
+            "database": str(self.path),
+            "folders": self.folders(),
+            "tracks": one("SELECT count(*) FROM tracks WHERE missing = 0"),
+            "new": by_status.get("new", 0),
+            "analyzed": by_status.get("analyzed", 0),
+            "errors": by_status.get("error", 0),
+            "missing": one("SELECT count(*) FROM tracks WHERE missing = 1"),
+            "scan_errors": one("SELECT count(*) FROM scan_errors"),
+            "playlists": one("SELECT count(*) FROM playlists"),
+            "hours": round((one("SELECT total(duration) FROM tracks WHERE missing = 0")) / 3600, 2),
+        }
+
+    def errors(self) -> list[dict[str, Any]]:
+        """Everything that could not be read, for the "Missing & errors" view."""
+        rows = list(
+            self.db.query(
+                "SELECT path, error, 'track' AS kind FROM tracks WHERE status = 'error' "
+                "UNION ALL SELECT path, error, 'folder' AS kind FROM scan_errors ORDER BY path"
+            )
+        )
+        return rows
+
+    # -- tags -------------------------------------------------------------------------------
+    def tags(self, track_id: int) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT tag, source, score FROM tags WHERE track_id = ? "
+                "ORDER BY source, score DESC, tag",
+                [track_id],
+            )
+        )
+
+    def set_user_tag(self, track_id: int, tag: str, positive: bool = True) -> None:
+        """A user's yes (1.0) or explicit no (0.0) — both are labels for fine-tuning."""
+        tag = tag.strip()
+        if not tag:
+            raise ValueError("a tag cannot be empty")
+        with dbmod.transaction(self.db) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO tags (track_id, tag, source, score) "
+                "VALUES (?, ?, 'user', ?)",
+                [track_id, tag, 1.0 if positive else 0.0],
+            )
+
+    def remove_user_tag(self, track_id: int, tag: str) -> None:
+        with dbmod.transaction(self.db) as conn:
+            conn.execute(
+                "DELETE FROM tags WHERE track_id = ? AND tag = ? AND source = 'user'",
+                [track_id, tag],
+            )
+
+    def tag_counts(self) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT tag, count(DISTINCT track_id) AS tracks FROM tags WHERE score >= 0.5 "
+                "GROUP BY tag COLLATE NOCASE ORDER BY tracks DESC, tag"
+            )
+        )
+
+    # -- playlists --------------------------------------------------------------------------
+    def playlists(self) -> list[dict[str, Any]]:
+        return playlists.list_playlists(self.db)
+
+    def playlist_id(self, ref: str | int) -> int:
+        """A playlist id or its exact name."""
+        if isinstance(ref, int) or str(ref).isdigit():
+            return int(ref)
+        row = self.db.execute("SELECT id FROM playlists WHERE name = ?", [ref]).fetchone()
+        if row is None:
+            raise playlists.PlaylistNotFound(f"no playlist named {ref!r}")
+        return row[0]
+
+    def create_playlist(self, name: str, track_refs: Sequence[str | int] = ()) -> int:
+        playlist_id = playlists.create(self.db, name)
+        if track_refs:
+            playlists.add_tracks(self.db, playlist_id, [self.resolve(r) for r in track_refs])
+        return playlist_id
+
+    def add_to_playlist(self, playlist: str | int, track_refs: Sequence[str | int]) -> None:
+        playlists.add_tracks(
+            self.db, self.playlist_id(playlist), [self.resolve(r) for r in track_refs]
+        )
+
+    def export_playlist(
+        self,
+        playlist: str | int,
+        dest: str | os.PathLike[str],
+        fmt: str | None = None,
+        relative: bool = True,
+    ) -> Path:
+        return playlists.export(self.db, self.playlist_id(playlist), dest, fmt, relative)
+
+    def import_playlist(self, path: str | os.PathLike[str], name: str | None = None):
+        """Import a playlist file; its files not yet in the library are scanned in first."""
+        entries = playlist_formats.read_playlist(path)
+        unknown = [
+            e.path
+            for e in entries
+            if os.path.isfile(e.path)
+            and self.db.execute("SELECT 1 FROM tracks WHERE path = ?", [e.path]).fetchone() is None
+        ]
+        if unknown:
+            scanner.scan(self.db, unknown)
+        return playlists.import_file(self.db, path, name=name)
