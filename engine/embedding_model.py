@@ -1,0 +1,82 @@
+"""Encoder + similarity space + tag head, one module shared by the engine and training.
+
+The layout follows the metric-learning-with-SSL-auxiliary design (PLOS ONE 2023): the similarity
+space is z = L2(LayerNorm_noaffine(h)), and tags are a bias-free linear layer on z followed by a
+sigmoid. Because the engine serves exactly this module, a model fine-tuned that way drops in as a
+bundle with no engine change. The track embedding applies `normalize` to the mean of the excerpt
+h's (not the mean of excerpt z's), so it is a module-level function as well.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LAYER_NORM_EPS = 1e-5
+L2_EPS = 1e-12
+
+
+def normalize(h: torch.Tensor) -> torch.Tensor:
+    """h (..., D) -> z: LayerNorm without affine, then unit L2 norm over the last axis.
+
+    LayerNorm first removes each vector's offset and scale, so a feature that is large everywhere
+    does not dominate cosine similarity; it also makes z invariant to positive rescaling of h.
+    """
+    # Written out rather than F.layer_norm(h, h.shape[-1:]): the traced shape would become a
+    # dynamic value the ONNX exporter rejects. Same formula (biased variance, eps inside sqrt).
+    mean = h.mean(dim=-1, keepdim=True)
+    var = (h - mean).pow(2).mean(dim=-1, keepdim=True)
+    centred = (h - mean) * torch.rsqrt(var + LAYER_NORM_EPS)
+    return F.normalize(centred, p=2.0, dim=-1, eps=L2_EPS)
+
+
+class EmbeddingModel(nn.Module):
+    """`forward(x) -> (h, tag_probs)`; `tags` is the vocabulary the head's rows stand for."""
+
+    def __init__(self, encoder: nn.Module, embedding_dim: int, tags: Sequence[str] = ()) -> None:
+        super().__init__()
+        encoder_dim = getattr(encoder, "embedding_dim", embedding_dim)
+        if encoder_dim != embedding_dim:
+            raise ValueError(
+                f"encoder outputs {encoder_dim}-d embeddings but embedding_dim={embedding_dim}"
+            )
+        tags = [str(t) for t in tags]
+        if len(set(tags)) != len(tags):
+            raise ValueError("tag vocabulary has duplicates")
+        self.encoder = encoder
+        self.embedding_dim = int(embedding_dim)
+        self.tags: list[str] = tags
+        with warnings.catch_warnings():
+            # A tag-less model has a (0, D) head; torch warns that initialising it is a no-op.
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            self.tag_head = nn.Linear(self.embedding_dim, len(tags), bias=False)
+
+    @property
+    def n_tags(self) -> int:
+        return len(self.tags)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Waveform excerpts (B, N) -> h (B, D), the pre-normalisation embedding tracks average."""
+        return self.encoder(x)
+
+    @staticmethod
+    def normalize(h: torch.Tensor) -> torch.Tensor:
+        """h -> z in the similarity space (same as the module-level `normalize`)."""
+        return normalize(h)
+
+    def tag_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """h (B, D) -> per-tag probabilities (B, T); also applies to a track's mean h."""
+        return torch.sigmoid(self.tag_head(normalize(h)))
+
+    def forward_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `forward` but from the encoder's front-end output (the ONNX-exportable part)."""
+        h = self.encoder.forward_features(features)
+        return h, self.tag_probs(h)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encode(x)
+        return h, self.tag_probs(h)
