@@ -10,7 +10,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .analysis import AnalysisOptions
 from .db import DatabaseError
+from .excerpts import POLICIES, ExcerptPolicy
 from .library import Library, TrackNotFound
 from .paths import DB_ENV_VAR
 from .playlist_formats import PlaylistFormatError
@@ -139,6 +141,118 @@ def cmd_playlist(lib: Library, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(lib: Library, args: argparse.Namespace) -> int:
+    options = AnalysisOptions(
+        policy=ExcerptPolicy(args.policy, args.excerpts),
+        device=args.device,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        retry_errors=args.retry_errors,
+    )
+    info = lib.active_model()
+    if not info.trained:
+        print(
+            f"model {info.name} is untrained (random init): similarity only, no auto tags",
+            file=sys.stderr,
+        )
+    bar, progress = _progress_bar("analysing", "track")
+    job = lib.analysis_job(options, progress)
+    try:
+        with bar:
+            report = job.run()
+    except KeyboardInterrupt:
+        job.cancel()
+        raise
+    if args.json:
+        _print_json({**report.__dict__, "speed": report.speed})
+    else:
+        print(report.summary())
+        for path, message in report.errors[:10]:
+            print(f"  ! {path}: {message}")
+    return 0
+
+
+def _result_rows(results: Sequence[Any]) -> list[dict[str, Any]]:
+    return [r.__dict__ for r in results]
+
+
+def cmd_similar(lib: Library, args: argparse.Namespace) -> int:
+    results = lib.similar(
+        args.tracks,
+        args.n,
+        max_per_artist=args.max_per_artist,
+        max_per_album=args.max_per_album,
+        exclude_same_album=args.exclude_same_album,
+        tag=args.tag,
+    )
+    if args.json:
+        _print_json(_result_rows(results))
+    for r in [] if args.json else results:
+        print(f"{r.score:6.3f}  {r.track_id:>6}  {r.artist or '?'} — {r.title or r.path}")
+    return 0
+
+
+def cmd_tags(lib: Library, args: argparse.Namespace) -> int:
+    track = lib.track(args.track)
+    trained = lib.active_model().trained
+    if args.json:
+        _print_json(track["tags"])
+        return 0
+    print(f"{track['artist'] or '?'} — {track['title'] or track['path']}")
+    for t in track["tags"]:
+        if t["source"] == "user" and t["score"] < 0.5:
+            print(f"  user  not {t['tag']}")
+        else:
+            print(f"  {t['source']:<5} {t['tag']}  {t['score']:.2f}")
+    if not trained:
+        print("  (no auto tags: the active model is untrained — similarity only)")
+    return 0
+
+
+def cmd_duplicates(lib: Library, args: argparse.Namespace) -> int:
+    groups = lib.duplicates(args.threshold)
+    if args.json:
+        _print_json(groups)
+    for group in [] if args.json else groups:
+        print("same recording:")
+        for t in group:
+            print(f"  {t['id']:>6}  {t['path']}")
+    if not args.json and not groups:
+        print("no duplicates found")
+    return 0
+
+
+def cmd_models(lib: Library, args: argparse.Namespace) -> int:
+    if args.action == "use":
+        info = lib.use_model(args.model)
+        print(f"active model: {info.name} ({info.model_id}); run `musicssl analyze` to re-index")
+        return 0
+    active = lib.active_model().model_id
+    rows = [
+        {
+            "name": b.name,
+            "model_id": b.model_id,
+            "trained": b.trained,
+            "source": b.source,
+            "architecture": b.architecture,
+            "tags": b.n_tags,
+            "active": b.model_id == active,
+        }
+        for b in lib.models()
+    ]
+    if args.json:
+        _print_json(rows)
+    for r in [] if args.json else rows:
+        mark = "*" if r["active"] else " "
+        kind = "trained" if r["trained"] else "untrained: similarity only"
+        print(
+            f"{mark} {r['name']:<28} {r['model_id']}  {r['architecture']:<10} "
+            f"{r['tags']:>3} tags  {r['source']}, {kind}"
+        )
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser, default: Any = None) -> None:
     """`--db`/`--json` work before or after the command; SUPPRESS keeps an earlier value."""
     p.add_argument(
@@ -187,6 +301,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", default="artist")
     p.add_argument("--desc", action="store_true")
     p.add_argument("--limit", type=int, default=None)
+
+    p = command("analyze", cmd_analyze, "embed and auto-tag new tracks (resumable)")
+    p.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default="spaced",
+        help="spaced: N evenly spaced excerpts (fast); all: every excerpt",
+    )
+    p.add_argument("--excerpts", type=int, default=8, help="excerpts per track for --policy spaced")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None, help="analyse at most N tracks")
+    p.add_argument("--retry-errors", action="store_true", help="retry files that failed before")
+
+    p = command("similar", cmd_similar, "tracks that sound like the given ones")
+    p.add_argument("tracks", nargs="+", metavar="TRACK", help="track ids or paths (seeds)")
+    p.add_argument("-n", type=int, default=20)
+    p.add_argument("--max-per-artist", type=int)
+    p.add_argument("--max-per-album", type=int)
+    p.add_argument("--exclude-same-album", action="store_true")
+    p.add_argument("--tag", help="only tracks with this tag")
+
+    p = command("tags", cmd_tags, "a track's file, user and auto tags")
+    p.add_argument("track", metavar="TRACK")
+
+    p = command("duplicates", cmd_duplicates, "the same recording in several files")
+    p.add_argument("--threshold", type=float, default=0.98, help="cosine similarity, 0..1")
+
+    p = command("models", cmd_models, "installed model bundles; switch the active one")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _add_common(actions.add_parser("list", help="installed bundles"), argparse.SUPPRESS)
+    a = actions.add_parser("use", help="make a bundle the active model")
+    _add_common(a, argparse.SUPPRESS)
+    a.add_argument("model", help="name or model id")
 
     p = command("playlist", cmd_playlist, "create, fill, export and import playlists")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)

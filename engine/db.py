@@ -207,6 +207,8 @@ def connect(
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # Saving a large index passes through the WAL; don't leave a file that size behind.
+        conn.execute("PRAGMA journal_size_limit = 67108864")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn, path, migrate_to)
     except sqlite3.DatabaseError as exc:

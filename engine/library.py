@@ -11,8 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import db as dbmod
-from . import playlist_formats, playlists, scanner
+from . import embeddings, models, playlist_formats, playlists, scanner
+from . import similar as similarity
+from .analysis import AnalysisJob, AnalysisOptions, AnalysisReport
+from .index import SimilarityIndex, open_index
 from .paths import default_db_path
 from .track_query import TrackQuery, parse_filters
 
@@ -34,6 +39,8 @@ class Library:
     def __init__(self, db_path: str | os.PathLike[str] | None = None):
         self.path = default_db_path(db_path)
         self.db = dbmod.connect(self.path)
+        self._index: SimilarityIndex | None = None
+        self._index_checksum = ""
 
     def close(self) -> None:
         self.db.conn.close()
@@ -223,3 +230,79 @@ class Library:
         if unknown:
             scanner.scan(self.db, unknown)
         return playlists.import_file(self.db, path, name=name)
+
+    # -- models, analysis, similarity ---------------------------------------------------------
+    def models(self) -> list[models.BundleInfo]:
+        return models.list_bundles()
+
+    def active_model(self) -> models.BundleInfo:
+        """The bundle analysis uses; `trained` False means similarity only, no auto tags."""
+        return models.active_model(self.db)
+
+    def use_model(self, ref: str) -> models.BundleInfo:
+        """Switch models; tracks lacking the new model's embedding are re-analysed on next run."""
+        info = models.set_active(self.db, ref)
+        self._index = None
+        return info
+
+    def analysis_job(
+        self, options: AnalysisOptions | None = None, progress: Progress | None = None
+    ) -> AnalysisJob:
+        """A job to run on a worker thread (GUI) or directly (CLI); it has its own connection."""
+        return AnalysisJob(self.path, options, progress)
+
+    def analyze(
+        self, options: AnalysisOptions | None = None, progress: Progress | None = None
+    ) -> AnalysisReport:
+        return self.analysis_job(options, progress).run()
+
+    def index(self) -> SimilarityIndex:
+        """The active model's index, reloaded when analysis (maybe another process) changed it."""
+        model_id = self.active_model().model_id
+        checksum = embeddings.checksum(self.db, model_id)
+        if (
+            self._index is None
+            or self._index.model_id != model_id
+            or checksum != self._index_checksum
+        ):
+            self._index = open_index(self.db, model_id)
+            self._index_checksum = checksum
+        return self._index
+
+    def similar(
+        self,
+        refs: Sequence[str | int],
+        n: int = 20,
+        *,
+        max_per_artist: int | None = None,
+        max_per_album: int | None = None,
+        exclude_same_album: bool = False,
+        tag: str | None = None,
+    ) -> list[similarity.Result]:
+        """Tracks that sound like the seed track(s), best first, seeds excluded."""
+        index = self.index()
+        return similarity.similar(
+            self.db,
+            index,
+            [self.resolve(r) for r in refs],
+            n,
+            max_per_artist=max_per_artist,
+            max_per_album=max_per_album,
+            exclude_same_album=exclude_same_album,
+            tag=tag,
+            model_id=index.model_id,
+        )
+
+    def duplicates(self, threshold: float = similarity.DUPLICATE_THRESHOLD) -> list[list[dict]]:
+        """Groups of tracks that are the same recording (another file, format or bitrate)."""
+        groups = similarity.duplicates(self.db, self.index(), threshold=threshold)
+        sql = f"SELECT {TRACK_COLUMNS} FROM tracks WHERE id = ?"  # noqa: S608 - constant columns
+        return [[next(self.db.query(sql, [i])) for i in group] for group in groups]
+
+    def embedding_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(track ids, unit vectors) of the active model, for the library map."""
+        model_id = self.active_model().model_id
+        parts = list(embeddings.iter_all(self.db, model_id))
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.concatenate([i for i, _ in parts]), np.concatenate([m for _, m in parts])

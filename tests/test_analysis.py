@@ -1,0 +1,173 @@
+"""Analysis on real files: embeddings, errors, cancel, resume after kill -9, model switch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from audio_fixtures import write_audio
+from musicssl.engine import embeddings
+from musicssl.engine.analysis import AnalysisOptions
+from musicssl.engine.excerpts import ExcerptPolicy
+from musicssl.engine.library import Library
+
+
+@pytest.fixture
+def library(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    for i, ext in enumerate([".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav"]):
+        write_audio(music / f"song{i}{ext}", seconds=8.0, seed=i % 3, tags={"title": f"S{i}"})
+    (music / "corrupt.mp3").write_bytes(b"ID3" + os.urandom(5000))
+    lib = Library(tmp_path / "lib.db")
+    lib.scan([music])
+    yield lib
+    lib.close()
+
+
+def test_analysis_embeds_every_good_track_and_records_failures(library):
+    report = library.analyze()
+    assert report.analyzed == 6, report.errors
+    # The corrupt file either failed at scan time or in analysis; either way it is an error row.
+    status = library.status()
+    assert status["analyzed"] == 6 and status["errors"] == 1
+    model_id = library.active_model().model_id
+    ids = [t["id"] for t in library.tracks(["status=analyzed"])]
+    vectors = embeddings.get(library.db, model_id, ids)
+    assert vectors.shape[0] == 6
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    # Untrained baseline: no auto tags are ever written.
+    assert library.db.execute("SELECT count(*) FROM tags WHERE source = 'auto'").fetchone()[0] == 0
+    # Decoded durations replaced the container's (the Ogg one lies).
+    for t in library.tracks(["status=analyzed"]):
+        assert t["duration"] == pytest.approx(8.0, abs=0.2), t["path"]
+
+
+def test_a_rerun_has_nothing_to_do_and_similar_finds_the_same_signal(library):
+    library.analyze()
+    assert library.analyze().total == 0
+    seed = library.tracks(["title=S0"])[0]["id"]
+    results = library.similar([seed], n=5)
+    assert seed not in [r.track_id for r in results]
+    # song3 is the same music (seed 0) in another codec: it must be the nearest.
+    assert results[0].title == "S3"
+
+
+@pytest.mark.parametrize("policy", ["spaced", "all"])
+def test_policies_give_close_embeddings_for_one_track(tmp_path, policy):
+    write_audio(tmp_path / "long.flac", seconds=60.0, seed=4)
+    with Library(tmp_path / "lib.db") as lib:
+        lib.scan([tmp_path / "long.flac"])
+        report = lib.analyze(AnalysisOptions(policy=ExcerptPolicy(policy, 4)))
+        assert report.analyzed == 1
+
+
+def test_cancel_leaves_unfinished_tracks_new_and_resume_finishes(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    for i in range(40):
+        write_audio(music / f"s{i}.wav", seconds=6.0, seed=i)
+    with Library(tmp_path / "lib.db") as lib:
+        lib.scan([music])
+        seen: list[int] = []
+        job = lib.analysis_job(
+            AnalysisOptions(commit_every=4, batch_size=4), progress=lambda d, t, p: seen.append(d)
+        )
+
+        def cancel_soon(done, total, path):
+            seen.append(done)
+            if done >= 8:
+                job.cancel()
+
+        job.progress = cancel_soon
+        report = job.run()
+        assert report.cancelled
+        analysed = lib.status()["analyzed"]
+        assert 8 <= analysed < 40
+        assert lib.status()["new"] == 40 - analysed
+        second = lib.analyze()
+        assert second.analyzed == 40 - analysed
+        assert lib.status()["analyzed"] == 40
+
+
+def test_kill_9_mid_analysis_resumes_without_redoing_or_duplicating(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    for i in range(60):
+        write_audio(music / f"s{i:02d}.flac", seconds=20.0, seed=i)
+    db_path = tmp_path / "lib.db"
+    with Library(db_path) as lib:
+        lib.scan([music])
+    exe = [
+        sys.executable,
+        "-m",
+        "musicssl.engine.cli",
+        "--db",
+        str(db_path),
+        "analyze",
+        "--policy",
+        "all",
+        "--batch-size",
+        "8",
+    ]
+    proc = subprocess.Popen(exe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done_before = 0
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            with sqlite3.connect(db_path, timeout=10) as conn:
+                done_before = conn.execute(
+                    "SELECT count(*) FROM tracks WHERE status = 'analyzed'"
+                ).fetchone()[0]
+            if done_before >= 16:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "analysis finished before it could be killed"
+    assert 16 <= done_before < 60
+
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        before = dict(conn.execute("SELECT track_id, rowid FROM embeddings").fetchall())
+    assert len(before) >= done_before
+
+    with Library(db_path) as lib:
+        report = lib.analyze()
+        assert report.analyzed == 60 - len(before)
+        after = dict(lib.db.execute("SELECT track_id, rowid FROM embeddings").fetchall())
+        assert len(after) == 60
+        # Tracks finished before the kill were not analysed again (same embedding rows).
+        assert all(after[t] == r for t, r in before.items())
+        assert len(lib.similar([1], n=10)) == 10
+
+
+def test_switching_model_reanalyses_only_into_the_new_space(library):
+    library.analyze()
+    first = library.active_model().model_id
+    # Install a second (different random init) bundle and switch to it.
+    import torch
+    from musicssl.engine import bundle as bundlemod
+    from musicssl.engine import models
+
+    torch.manual_seed(123)
+    cfg = bundlemod.default_config("other-random", "melcnn")
+    torch_model = bundlemod.build_model(cfg)
+    src = library.path.parent / "other-bundle"
+    bundlemod.save_bundle(torch_model, cfg, src)
+    info = models.install_bundle(src)
+    library.use_model(info.model_id)
+    assert info.model_id != first
+    report = library.analyze()
+    assert report.analyzed == 6
+    counts = dict(
+        library.db.execute("SELECT model_id, count(*) FROM embeddings GROUP BY model_id").fetchall()
+    )
+    assert counts == {first: 6, info.model_id: 6}
