@@ -146,6 +146,9 @@ class AnalysisJob:
             todo = todo[: opts.limit]
         report.total = len(todo)
         if not todo:
+            if not pending_tracks(conn, bundle.model_id, False):
+                with dbmod.transaction(conn) as tx:
+                    embeddings.publish_index_model(tx, bundle.model_id, True)
             return report
         device = select_device(opts.device)
         configure_cpu_threads()
@@ -155,6 +158,9 @@ class AnalysisJob:
             self._pipeline(conn, bundle, runner, index, todo, report)
         finally:
             index.save(conn)
+        complete = not report.cancelled and not pending_tracks(conn, bundle.model_id, False)
+        with dbmod.transaction(conn) as tx:
+            embeddings.publish_index_model(tx, bundle.model_id, complete)
         return report
 
     # -- producer: decode in threads ---------------------------------------------------------

@@ -35,6 +35,7 @@ import torch
 
 from .embedding_model import EmbeddingModel
 from .encoders import ARCHITECTURES, UnknownArchitectureError, build_encoder
+from .errors import MusicSSLError
 
 FORMAT = "musicssl-bundle"
 FORMAT_VERSION = 1
@@ -48,7 +49,7 @@ MAX_WEIGHTS_BYTES = 4 * 1024**3
 _SIGNAL_META_KEY = "musicssl.signal"
 
 
-class BundleError(ValueError):
+class BundleError(MusicSSLError, ValueError):
     """A bundle cannot be used; the message names the file and what is wrong with it."""
 
 

@@ -10,14 +10,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .analysis import AnalysisOptions
-from .db import DatabaseError
+from .errors import MusicSSLError
 from .excerpts import POLICIES, ExcerptPolicy
-from .library import Library, TrackNotFound
+from .library import Library
 from .paths import DB_ENV_VAR
-from .playlist_formats import PlaylistFormatError
-from .playlists import PlaylistNotFound
-from .track_query import QueryError
 
 Handler = Callable[[Library, argparse.Namespace], int]
 
@@ -142,6 +138,8 @@ def cmd_playlist(lib: Library, args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(lib: Library, args: argparse.Namespace) -> int:
+    from .analysis import AnalysisOptions  # imports torch: only when analysing
+
     options = AnalysisOptions(
         policy=ExcerptPolicy(args.policy, args.excerpts),
         device=args.device,
@@ -376,15 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             return args.handler(lib, args)
-    except (
-        DatabaseError,
-        TrackNotFound,
-        PlaylistNotFound,
-        PlaylistFormatError,
-        QueryError,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
+    except (MusicSSLError, OSError, ValueError) as exc:
         print(f"musicssl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from .errors import MusicSSLError
+
 # 16 KiB pages keep 2 KiB embedding rows dense (a 4 KiB page holds only one); it only takes effect
 # on a new file, before the first table exists.
 PAGE_SIZE = 16384
@@ -157,7 +159,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1), _script(
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(MusicSSLError, RuntimeError):
     """The library file cannot be used (newer schema, not a database, unwritable)."""
 
 

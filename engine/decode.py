@@ -25,6 +25,8 @@ import av
 import numpy as np
 import soxr
 
+from .errors import MusicSSLError
+
 __all__ = [
     "AudioInfo",
     "DecodeError",
@@ -69,7 +71,7 @@ _EMPTY = np.zeros(0, dtype=np.float32)
 _AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
 
 
-class DecodeError(Exception):
+class DecodeError(MusicSSLError):
     """A file that cannot be decoded; carries the path so a library scan can report and skip it."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

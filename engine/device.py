@@ -14,6 +14,8 @@ import os
 
 import torch
 
+from .errors import MusicSSLError
+
 DEVICE_ENV_VAR = "MUSICSSL_DEVICE"
 THREADS_ENV_VAR = "MUSICSSL_THREADS"
 MAX_DEFAULT_THREADS = 4
@@ -22,7 +24,7 @@ _CHOICES = ("auto", "cpu", "cuda", "mps")
 _configured_threads: int | None = None
 
 
-class DeviceUnavailableError(RuntimeError):
+class DeviceUnavailableError(MusicSSLError, RuntimeError):
     """The requested accelerator is not usable in this process."""
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
+from .errors import MusicSSLError
+
 DTYPE = np.dtype("<f4")
 # Keep IN (...) lists well below SQLite's bound-parameter limit (32766 since 3.32, 999 before).
 _IN_CHUNK = 900
@@ -20,7 +22,13 @@ _IN_CHUNK = 900
 Connish = sqlite3.Connection | sqlite_utils.Database
 
 
-class NotAnalyzedError(LookupError):
+# Settings key naming the model whose embeddings queries use: the last one a finished analysis
+# filled. Apart from the active model, so switching models leaves "find similar" on the old space
+# until the new one is complete — and answering a query never needs torch (a 2 s import here).
+INDEX_MODEL_KEY = "index_model"
+
+
+class NotAnalyzedError(MusicSSLError, LookupError):
     """A track has no embedding for the model yet: it must be analysed before it can be a seed."""
 
     def __init__(self, track_id: int, model_id: str | None = None):
@@ -182,3 +190,19 @@ def checksum(db: Connish, model_id: str) -> str:
     sql = "SELECT count(*), total(track_id), total(rowid) FROM embeddings WHERE model_id = ?"
     n, ids, rowids = _raw(db).execute(sql, (model_id,)).fetchone()
     return f"{n}:{int(ids)}:{int(rowids)}"
+
+
+def index_model(db: Connish) -> str | None:
+    row = (
+        _raw(db).execute("SELECT value FROM settings WHERE key = ?", (INDEX_MODEL_KEY,)).fetchone()
+    )
+    return row[0] if row else None
+
+
+def publish_index_model(conn: Connish, model_id: str, complete: bool) -> None:
+    """Point queries at a model's space once it is complete, or now if no space is published."""
+    verb = "REPLACE" if complete else "IGNORE"
+    _raw(conn).execute(
+        f"INSERT OR {verb} INTO settings (key, value) VALUES (?, ?)",  # noqa: S608 - constant
+        (INDEX_MODEL_KEY, model_id),
+    )

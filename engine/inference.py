@@ -32,6 +32,7 @@ from .bundle import Bundle
 from .device import cpu_threads, select_device
 from .embedding_model import EmbeddingModel
 from .encoders.melcnn import LogMel
+from .errors import MusicSSLError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ ATOL_FRACTION = 1e-4  # of the largest |h|, so the check is scale-free
 PROB_ATOL = 1e-4
 
 
-class InferenceError(RuntimeError):
+class InferenceError(MusicSSLError, RuntimeError):
     """A backend could not be built or disagrees with the torch reference."""
 
 

@@ -9,17 +9,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import db as dbmod
-from . import embeddings, models, playlist_formats, playlists, scanner
+from . import embeddings, playlist_formats, playlists, scanner
 from . import similar as similarity
-from .analysis import AnalysisJob, AnalysisOptions, AnalysisReport
+from .errors import MusicSSLError
 from .index import SimilarityIndex, open_index
 from .paths import default_db_path
 from .track_query import TrackQuery, parse_filters
+
+if TYPE_CHECKING:  # torch-heavy; imported when analysis or model management is used
+    from .analysis import AnalysisJob, AnalysisOptions, AnalysisReport
+    from .models import BundleInfo
 
 Progress = Callable[[int, int | None, str], None]
 
@@ -29,7 +33,7 @@ TRACK_COLUMNS = (
 )
 
 
-class TrackNotFound(LookupError):
+class TrackNotFound(MusicSSLError, LookupError):
     """A track reference (id or path) that matches nothing in the library."""
 
 
@@ -232,23 +236,29 @@ class Library:
         return playlists.import_file(self.db, path, name=name)
 
     # -- models, analysis, similarity ---------------------------------------------------------
-    def models(self) -> list[models.BundleInfo]:
+    def models(self) -> list[BundleInfo]:
+        from . import models
+
         return models.list_bundles()
 
-    def active_model(self) -> models.BundleInfo:
+    def active_model(self) -> BundleInfo:
         """The bundle analysis uses; `trained` False means similarity only, no auto tags."""
+        from . import models
+
         return models.active_model(self.db)
 
-    def use_model(self, ref: str) -> models.BundleInfo:
+    def use_model(self, ref: str) -> BundleInfo:
         """Switch models; tracks lacking the new model's embedding are re-analysed on next run."""
-        info = models.set_active(self.db, ref)
-        self._index = None
-        return info
+        from . import models
+
+        return models.set_active(self.db, ref)
 
     def analysis_job(
         self, options: AnalysisOptions | None = None, progress: Progress | None = None
     ) -> AnalysisJob:
         """A job to run on a worker thread (GUI) or directly (CLI); it has its own connection."""
+        from .analysis import AnalysisJob
+
         return AnalysisJob(self.path, options, progress)
 
     def analyze(
@@ -258,7 +268,7 @@ class Library:
 
     def index(self) -> SimilarityIndex:
         """The active model's index, reloaded when analysis (maybe another process) changed it."""
-        model_id = self.active_model().model_id
+        model_id = self.index_model_id()
         checksum = embeddings.checksum(self.db, model_id)
         if (
             self._index is None
@@ -268,6 +278,10 @@ class Library:
             self._index = open_index(self.db, model_id)
             self._index_checksum = checksum
         return self._index
+
+    def index_model_id(self) -> str:
+        """The space queries use (see embeddings.INDEX_MODEL_KEY); reading it needs no torch."""
+        return embeddings.index_model(self.db) or self.active_model().model_id
 
     def similar(
         self,
@@ -300,8 +314,8 @@ class Library:
         return [[next(self.db.query(sql, [i])) for i in group] for group in groups]
 
     def embedding_matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """(track ids, unit vectors) of the active model, for the library map."""
-        model_id = self.active_model().model_id
+        """(track ids, unit vectors) of the model queries use, for the library map."""
+        model_id = self.index_model_id()
         parts = list(embeddings.iter_all(self.db, model_id))
         if not parts:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)

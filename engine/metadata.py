@@ -35,8 +35,10 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
+from .errors import MusicSSLError
 
-class MetadataError(Exception):
+
+class MetadataError(MusicSSLError):
     """A file whose tags and audio info cannot be read; `reason` is written for a person."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str):

@@ -41,6 +41,7 @@ from .bundle import (
     save_bundle,
 )
 from .db import now, transaction
+from .errors import MusicSSLError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ BASELINE_SEED = 0
 BASELINE_ARCHITECTURE = "melcnn"
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(MusicSSLError, LookupError):
     """No installed bundle has the requested model_id or name."""
 
 

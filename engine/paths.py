@@ -15,7 +15,9 @@ DATA_ENV_VAR = "MUSICSSL_DATA_DIR"
 def data_dir() -> Path:
     """User data folder (DB, user-trained models); `MUSICSSL_DATA_DIR` overrides it for tests/CI."""
     override = os.environ.get(DATA_ENV_VAR)
-    return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    return (
+        Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    )
 
 
 def default_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from urllib.parse import quote, unquote
 
+from .errors import MusicSSLError
+
 __all__ = [
     "FORMATS",
     "MAX_PLAYLIST_BYTES",
@@ -87,7 +89,7 @@ class ParsedPlaylist:
     format: str = "m3u8"
 
 
-class PlaylistFormatError(ValueError):
+class PlaylistFormatError(MusicSSLError, ValueError):
     """A playlist file that cannot be read (missing, unreadable, not a playlist, broken XML)."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

@@ -21,6 +21,8 @@ import sqlite_utils
 from musicssl.engine import playlist_formats
 from musicssl.engine.db import now, transaction
 
+from .errors import MusicSSLError
+
 __all__ = [
     "ImportResult",
     "PlaylistNotFound",
@@ -39,7 +41,7 @@ __all__ = [
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
 
 
-class PlaylistNotFound(KeyError):
+class PlaylistNotFound(MusicSSLError, KeyError):
     """No playlist with this id."""
 
     def __init__(self, playlist_id: int) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .errors import MusicSSLError
+
 # Columns a filter may name, and whether they compare as numbers.
 COLUMNS: dict[str, bool] = {
     "id": True,
@@ -31,7 +33,7 @@ SORTABLE = tuple(COLUMNS) + ("added_at", "updated_at")
 _CLAUSE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|!=|=|~|>|<)\s*(.*?)\s*$")
 
 
-class QueryError(ValueError):
+class QueryError(MusicSSLError, ValueError):
     """A filter the user wrote cannot be understood; the message says which part and why."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..errors import MusicSSLError
 from .melcnn import MelCNN
 from .samplecnn import SampleCNN
 
@@ -31,7 +32,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-class UnknownArchitectureError(KeyError):
+class UnknownArchitectureError(MusicSSLError, KeyError):
     """The requested architecture is not in this build's registry."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
