@@ -182,6 +182,8 @@ def bench_cold_start(n: int, dim: int, workdir: Path) -> dict:
                 ],
             )
             embeddings.put(conn, MODEL, ((i, x[i - 1]) for i in ids))
+    with dbmod.transaction(db) as conn:
+        embeddings.publish_index_model(conn, MODEL, True)
     fill_s = time.perf_counter() - t
     del x
     t = time.perf_counter()
@@ -207,7 +209,15 @@ def bench_cold_start(n: int, dim: int, workdir: Path) -> dict:
         child["wall_s"] = wall
         runs.append(child)
     best = min(runs, key=lambda r: r["wall_s"])
+    # The user-facing figure: the real CLI, process start to printed results.
+    cli = [sys.executable, "-m", "musicssl.engine.cli", "--db", str(path), "similar", str(n // 2)]
+    cli_runs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run(cli + ["-n", "20"], capture_output=True, check=True, env=env)
+        cli_runs.append(time.perf_counter() - t)
     return {
+        "cli_similar_s": cli_runs,
         "n": n,
         "dim": dim,
         "fill_s": fill_s,
@@ -251,7 +261,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| new process: one similar() (n=20) | {b['similar_s']:.3f} |")
             print(f"| **process start → results (wall)** | **{b['wall_s']:.3f}** |")
             walls = ", ".join(f"{r['wall_s']:.3f}" for r in c["runs"])
-            print(f"\nwall of 3 runs: {walls}; results returned: {b['results']}", flush=True)
+            print(f"\nwall of 3 runs: {walls}; results returned: {b['results']}")
+            clis = ", ".join(f"{s:.3f}" for s in c["cli_similar_s"])
+            print(
+                f"`musicssl similar` (real CLI, process start → printed results): {clis} s",
+                flush=True,
+            )
 
         print("\n### Index by size\n")
         print(

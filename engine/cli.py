@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -363,14 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _can_show_windows() -> bool:
+    """Qt aborts the process when it cannot reach a display; check before trying."""
+    if os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None and not args.json and _can_show_windows():
+        from musicssl.app.main import main as gui_main  # the app depends on the engine, not back
+
+        return gui_main(["--db", args.db] if args.db else [])
     try:
         with Library(args.db) as lib:
             if args.command is None:
                 cmd_status(lib, args)
-                print()
+                print(
+                    "\n(no display found: the desktop app needs one; the commands below work here)"
+                )
                 parser.print_help()
                 return 0
             return args.handler(lib, args)
