@@ -33,5 +33,5 @@ $(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[gui,dev]'
+	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
