@@ -1,0 +1,204 @@
+"""Fine-tuning (metric learning + SSL auxiliary), measure-ratio, evaluation and export -> engine."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from musicssl.engine.bundle import load_bundle
+from musicssl.engine.library import Library
+from musicssl.training import checkpoint as ckpt
+from musicssl.training.config import (
+    EvaluateConfig,
+    ExportConfig,
+    FinetuneConfig,
+    load_config,
+)
+from musicssl.training.evaluate import evaluate, widen_mask
+from musicssl.training.export import choose_thresholds, export
+from musicssl.training.finetune import Finetuner, finetune, masked_bce, measure_ratio
+from musicssl.training.logs import read_csv
+from test_pretrain import TINY, corpus, data_overrides, one_thread  # noqa: F401 - fixture
+
+# A larger validation/test share than the default so the tag scores are not 2-track coin flips.
+SPLIT = {"data.split": [0.5, 0.2, 0.3]}
+SSL = {"ssl_params": {"projection_dim": 16}}
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory):
+    return corpus(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # small batches trip collapse checks
+        yield
+
+
+def _finetune_config(music, out, **extra):
+    return load_config(
+        FinetuneConfig,
+        None,
+        {**TINY, **data_overrides(music), **SPLIT, **SSL, "out": str(out), **extra},
+    )
+
+
+def test_masked_bce_counts_known_labels_only():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[True, False], [False, False]])
+    loss = masked_bce(logits, targets, mask)
+    assert float(loss.detach()) == pytest.approx(
+        float(torch.nn.functional.softplus(torch.tensor(-2.0)))
+    )
+    loss.backward()
+    assert logits.grad[0, 1] == 0 and logits.grad[1].abs().sum() == 0
+    assert float(masked_bce(logits, targets, torch.zeros_like(mask)).detach()) == 0.0
+    # "labelled" policy: a row with a known positive knows its other tags are negatives
+    widened = widen_mask(targets, mask, "labelled")
+    assert widened.tolist() == [[True, True], [False, False]]
+    assert widen_mask(targets, mask, "explicit").tolist() == mask.tolist()
+
+
+def test_finetune_on_partial_tags_beats_the_frozen_probe(music, tmp_path):
+    """Half the training labels; same random-init encoder on both sides (same seed)."""
+    common = {**TINY, **data_overrides(music), **SPLIT, "data.label_fraction": 0.5}
+    frozen = evaluate(
+        load_config(
+            EvaluateConfig,
+            None,
+            {
+                **common,
+                "out": str(tmp_path / "frozen"),
+                "baselines": ["random-init"],
+                "probes": ["linear"],
+                "fractions": [0.5],
+                "probe_epochs": 200,
+            },
+        )
+    )
+    frozen_auc = frozen["features"]["random-init"]["tagging"]["linear"]["0.5"]["roc_auc"]
+
+    run = finetune(
+        _finetune_config(
+            music,
+            tmp_path / "ft",
+            steps=40,
+            batch_size=8,
+            eval_every=10,
+            checkpoint_every=0,
+            ratio=1.0,
+            alpha=0.1,
+            **{"optim.lr": 3e-3, "data.label_fraction": 0.5},
+        )
+    )
+    rows = read_csv(run / "log.csv")
+    assert all(math.isfinite(r["loss_ml"]) and math.isfinite(r["loss_ssl"]) for r in rows)
+    assert any("val_roc_auc" in r for r in rows)
+    tuned = evaluate(
+        load_config(
+            EvaluateConfig,
+            None,
+            {
+                **common,
+                "checkpoint": str(run),
+                "out": str(tmp_path / "tuned"),
+                "baselines": [],
+                "probes": ["linear"],
+                "fractions": [0.5],
+                "probe_epochs": 200,
+            },
+        )
+    )
+    head_auc = tuned["features"]["model"]["tagging"]["head"]["trained"]["roc_auc"]
+    assert tuned["features"]["model"]["tagging"]["head"]["trained"]["n_tags"] == 2
+    assert head_auc >= 0.95 and head_auc > frozen_auc + 0.05, (head_auc, frozen_auc)
+    for name in ("results.json", "results.md", "results.png"):
+        assert (tmp_path / "tuned" / name).stat().st_size > 100
+
+
+def test_measure_ratio_feeds_lambda_and_finetune_resumes(music, tmp_path):
+    out = tmp_path / "run"
+    common = {"batch_size": 6, "ratio_steps": 3, "steps": 4, "eval_every": 2, "log_every": 1}
+    result = measure_ratio(_finetune_config(music, out, **common))
+    saved = json.loads((out / "ratio.json").read_text())
+    assert saved["ratio"] == pytest.approx(result["ml_loss"] / result["ssl_loss"])
+    assert (out / "ratio" / "ml" / "log.csv").is_file() and (out / "ratio" / "ssl").is_dir()
+
+    run = Finetuner(_finetune_config(music, out, alpha=0.5, stop_after=2, **common))
+    run.run()
+    assert run.ratio == pytest.approx(saved["ratio"]) and run.lam == pytest.approx(
+        0.5 / saved["ratio"]
+    )
+    assert ckpt.load_checkpoint(ckpt.latest_checkpoint(out))["step"] == 2
+    resumed = Finetuner(_finetune_config(music, out, alpha=0.5, resume="latest", **common))
+    resumed.run()
+    assert resumed.step == 4
+    assert [r["step"] for r in read_csv(out / "log.csv")] == [1, 2, 3, 4]
+    best = ckpt.load_checkpoint(out / "best.pt")
+    assert best["bundle_config"]["tags"] == ["high", "low"]
+
+
+def test_choose_thresholds_per_tag():
+    probs = np.array([[0.9, 0.2], [0.7, 0.3], [0.2, 0.1], [0.4, 0.25]])
+    targets = np.array([[1, 0], [1, 0], [0, 0], [0, 0]], np.float32)
+    thresholds = choose_thresholds(probs, targets)
+    assert 0.4 < thresholds[0] < 0.7  # separates the positives exactly
+    assert thresholds[1] == 0.5  # no positive to tune on
+
+
+def test_library_finetune_export_install_and_analyze(music, tmp_path):
+    """Partial user tags in a library DB -> fine-tune -> export --install -> analyze in the app."""
+    db_path = tmp_path / "lib.db"
+    with Library(db_path) as library:
+        library.scan([music / "music"])
+        tracks = library.tracks()
+        for t in tracks:
+            name = t["path"].rsplit("/", 1)[-1]
+            if name.startswith("low") and name < "low08":
+                library.set_user_tag(t["id"], "deep")
+            elif name.startswith("high") and name < "high04":
+                library.set_user_tag(t["id"], "deep", positive=False)  # an explicit "no"
+
+    run = finetune(
+        _finetune_config(
+            music,
+            tmp_path / "ft",
+            steps=30,
+            batch_size=8,
+            eval_every=10,
+            ratio=1.0,
+            alpha=0.1,
+            **{"optim.lr": 3e-3, "data.folder": None, "data.library": str(db_path)},
+        )
+    )
+    result = export(load_config(ExportConfig, None, {"checkpoint": str(run), "device": "cpu"}),
+                    use_in=str(db_path))  # fmt: skip
+    bundle = load_bundle(result.path)
+    assert bundle.config.trained and bundle.config.tags == ["deep", "high", "low"]
+    assert all(0.0 <= t <= 1.0 for t in bundle.config.thresholds)
+    provenance = bundle.config.provenance
+    assert provenance["stage"] == "finetune" and provenance["data"]["library"] == str(db_path)
+    assert "git_commit" in provenance and provenance["thresholds"]["val_tracks"] > 0
+    assert result.installed is not None and result.installed.model_id == result.model_id
+
+    with Library(db_path) as library:
+        assert library.active_model().model_id == result.model_id
+        report = library.analyze()
+        assert report.analyzed == len(tracks) and report.model_trained
+        auto = [
+            tag
+            for t in library.tracks()
+            for tag in library.tags(t["id"])
+            if tag["source"] == "auto"
+        ]
+        assert auto, "a trained bundle must write auto tags"
+        assert {a["tag"] for a in auto} <= {"deep", "high", "low"}
+        similar = library.similar([tracks[0]["id"]], n=5)
+        assert len(similar) == 5 and tracks[0]["id"] not in [r.track_id for r in similar]

@@ -1,0 +1,237 @@
+"""Checkpoint -> model bundle: the one way trained weights reach the engine and the app.
+
+The bundle is written with the engine's own `save_bundle` (same format, same validation as the
+shipped model), so a trained model needs no engine change to be used. What training adds:
+
+- per-tag decision thresholds chosen on the validation split, maximising each tag's F1 on
+  track-level probabilities computed the way analysis computes them (mean of the excerpt
+  probabilities). A tag without validation positives keeps 0.5: with nothing to calibrate on,
+  the sigmoid's natural midpoint is the least surprising choice;
+- `trained = True`, so the engine writes auto tags and ranks the bundle above untrained ones;
+- provenance: data, objective, steps, validation metrics, loss ratio and the git commit, so a
+  bundle found on disk months later can be traced to how it was made.
+
+`install=True` copies the bundle into the user's model folder (`models.install_bundle`), where
+`musicssl models` and the app's model picker list it; `use_in` also makes it a library's active
+model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from musicssl.engine import models
+from musicssl.engine.bundle import BundleConfig, save_bundle
+from musicssl.engine.device import select_device
+from musicssl.engine.embedding_model import EmbeddingModel
+
+from . import metrics
+from .checkpoint import CHECKPOINT_DIR, is_bundle, load_model, resolve_checkpoint
+from .config import DataConfig, ExportConfig, from_dict
+from .evaluate import embed_tracks, known_labels
+from .pretrain import load_items, open_cache, split_items, warm_cache
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    model_id: str
+    config: BundleConfig
+    installed: models.BundleInfo | None = None
+
+
+def choose_thresholds(
+    probs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+) -> list[float]:
+    """Per tag, the F1-maximising threshold over known labels; 0.5 without a known positive."""
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets)
+    mask = np.ones(targets.shape, bool) if mask is None else np.asarray(mask, bool)
+    out = []
+    for t in range(probs.shape[1]):
+        known = mask[:, t]
+        out.append(
+            metrics.best_f1_threshold(
+                probs[known, t], targets[known, t] >= 0.5, default=DEFAULT_THRESHOLD
+            )
+        )
+    return out
+
+
+def git_commit() -> str | None:
+    """The source tree's commit (None outside a git checkout): provenance, never required."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH is the point
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe provenance: NaN/inf become None (bundle configs reject them)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _data_of(config: ExportConfig, state: dict[str, Any]) -> DataConfig | None:
+    if config.data is not None and (config.data.folder or config.data.library):
+        return config.data
+    saved = (state.get("config") or {}).get("data")
+    return from_dict(DataConfig, saved, "checkpoint data") if saved else None
+
+
+def _run_folder(checkpoint: Path) -> Path:
+    return (
+        checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+    )
+
+
+def tune_thresholds(
+    model: EmbeddingModel,
+    bundle_config: BundleConfig,
+    data: DataConfig,
+    device: torch.device,
+    max_excerpts: int,
+    progress: bool = False,
+) -> tuple[list[float], dict[str, Any]]:
+    """Thresholds from the validation split of `data` (the same split training used)."""
+    items = load_items(data)
+    _train, val, _test = split_items(data, items)
+    cache = open_cache(data, bundle_config.sample_rate)
+    val = warm_cache(cache, val, data, progress)
+    targets, mask = known_labels(val, model.tags, data.negatives)
+    keep = mask.any(axis=1)
+    val = [item for item, k in zip(val, keep, strict=True) if k]
+    if not val:
+        return [DEFAULT_THRESHOLD] * model.n_tags, {"val_tracks": 0}
+    outputs = embed_tracks(model, val, cache, bundle_config.excerpt_samples, device, max_excerpts)
+    targets, mask = targets[keep], mask[keep]
+    thresholds = choose_thresholds(outputs.probs, targets, mask)
+    scores = metrics.tagging_metrics(outputs.probs, targets, mask)
+    return thresholds, {"val_tracks": len(val), "val_roc_auc": scores["roc_auc"],
+                        "val_pr_auc": scores["pr_auc"]}  # fmt: skip
+
+
+def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
+    """Write a bundle from a checkpoint/run (or re-export a bundle); optionally install it."""
+    source = Path(config.checkpoint).expanduser()
+    model, bundle_config, state = load_model(source)
+    checkpoint = None if is_bundle(source) else resolve_checkpoint(source)
+    device = select_device(config.device)
+
+    thresholds = list(bundle_config.thresholds) or [DEFAULT_THRESHOLD] * model.n_tags
+    calibration: dict[str, Any] = {}
+    data = _data_of(config, state)
+    if model.n_tags and config.thresholds:
+        if data is None:
+            log.warning("no data to tune thresholds on; every tag keeps %.1f", DEFAULT_THRESHOLD)
+        else:
+            try:
+                model.to(device)
+                thresholds, calibration = tune_thresholds(
+                    model, bundle_config, data, device, config.val_excerpts
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("cannot tune thresholds (%s); every tag keeps 0.5", exc)
+                thresholds = [DEFAULT_THRESHOLD] * model.n_tags
+            finally:
+                model.to("cpu")
+    elif model.n_tags and len(thresholds) != model.n_tags:
+        thresholds = [DEFAULT_THRESHOLD] * model.n_tags
+
+    run_config = state.get("config") or {}
+    provenance = dict(bundle_config.provenance)
+    if state:
+        kind = state.get("kind")
+        provenance.update(
+            {
+                "stage": kind,
+                "objective": (
+                    run_config.get("objective")
+                    if kind == "pretrain"
+                    else {
+                        "metric_learning": "masked BCE on tag head",
+                        "ssl": run_config.get("ssl_objective"),
+                        "alpha": run_config.get("alpha"),
+                        "ratio": state.get("ratio"),
+                        "lambda": state.get("lambda"),
+                    }
+                ),
+                "steps": int(state.get("step", 0)),
+                "init": run_config.get("init"),
+                "metrics": state.get("metrics") or {},
+                "checkpoint": str(checkpoint) if checkpoint else None,
+            }
+        )
+    if data is not None:
+        provenance["data"] = {
+            "folder": data.folder,
+            "library": data.library,
+            "split": list(data.split),
+            "split_by": data.split_by,
+            "label_fraction": data.label_fraction,
+            "negatives": data.negatives,
+        }
+    if calibration:
+        provenance["thresholds"] = {"method": "max F1 per tag on validation", **calibration}
+    provenance.update(
+        {
+            "git_commit": git_commit(),
+            "torch": torch.__version__,
+            "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    final = dataclasses.replace(
+        bundle_config,
+        name=config.name or bundle_config.name,
+        tags=list(model.tags),
+        thresholds=[float(t) for t in thresholds],
+        trained=True,
+        provenance=_plain(provenance),
+    )
+    if config.out:
+        dest = Path(config.out).expanduser()
+    elif checkpoint is not None:
+        dest = _run_folder(checkpoint) / "bundle"
+    else:
+        dest = source.parent / f"{source.stem}-export"
+    model.eval()
+    model_id = save_bundle(model, final, dest)
+    installed = None
+    if config.install or use_in:
+        installed = models.install_bundle(dest)
+    if use_in:
+        from musicssl.engine.library import Library
+
+        with Library(use_in) as library:
+            library.use_model(installed.model_id)
+    return ExportResult(path=dest, model_id=model_id, config=final, installed=installed)
+
+
+__all__ = ["ExportResult", "choose_thresholds", "export", "git_commit", "tune_thresholds"]
