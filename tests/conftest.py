@@ -19,3 +19,14 @@ def db(tmp_path):
     database = dbmod.connect(tmp_path / "library.db")
     yield database
     database.conn.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is faster than two and does not fight other jobs."""
+    import torch  # here, not at the top: most tests never need torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

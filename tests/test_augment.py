@@ -24,13 +24,7 @@ SR = 16000
 N = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster than two and does not fight other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tones(freqs=(220.0, 3000.0, 6000.0), n=N, batch=3, seed=0) -> torch.Tensor:
