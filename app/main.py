@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from musicssl.engine.library import Library
-from musicssl.engine.paths import DB_ENV_VAR
+from musicssl.engine.paths import DB_ENV_VAR, default_db_path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from . import icons
+from .instance_lock import InstanceLock, LibraryInUseError
 from .settings import APPLICATION, ORGANIZATION, AppSettings
 
 
@@ -40,9 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationDisplayName("MusicSSL")
     app.setWindowIcon(icons.app_icon())
     settings = AppSettings(QSettings(ORGANIZATION, APPLICATION))
+    lock = InstanceLock(default_db_path(args.db or settings.db_path or None))
     try:
-        lib = Library(args.db or settings.db_path or None)
+        lock.acquire()
+    except LibraryInUseError as exc:
+        print(f"musicssl: {exc}", file=sys.stderr)
+        QMessageBox.warning(None, "MusicSSL is already open", str(exc))
+        return 1
+    try:
+        lib = Library(lock.db_path)
     except Exception as exc:  # noqa: BLE001 - shown to the user, then a clean exit
+        lock.release()
         QMessageBox.critical(None, "MusicSSL", f"Cannot open the library database:\n{exc}")
         return 1
 
@@ -58,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if window.isVisible():
             window.close()
         lib.close()
+        lock.release()
     return int(status)
 
 

@@ -234,7 +234,11 @@ def default_config(
 
 
 def build_model(config: BundleConfig, source: str = CONFIG_NAME) -> EmbeddingModel:
-    """The (randomly initialised) network a config describes; bad configs raise `BundleError`."""
+    """The (randomly initialised) network a config describes; bad configs raise `BundleError`.
+
+    A config can describe a network far larger than its weights (channels of 100,000 is 360 GB):
+    the allocation then fails at once, and that is reported as a bad bundle, not a crash.
+    """
     try:
         encoder = build_encoder(config.architecture, **config.encoder_params())
     except UnknownArchitectureError as exc:
@@ -242,6 +246,10 @@ def build_model(config: BundleConfig, source: str = CONFIG_NAME) -> EmbeddingMod
     except (TypeError, ValueError) as exc:
         raise BundleError(
             f"{source}: arch_params do not fit architecture {config.architecture!r}: {exc}"
+        ) from None
+    except (RuntimeError, MemoryError) as exc:
+        raise BundleError(
+            f"{source}: describes a network too large to build here: {str(exc)[:200]}"
         ) from None
     min_samples = getattr(encoder, "min_samples", 1)
     if config.excerpt_samples < min_samples:
@@ -306,7 +314,16 @@ def _read_zip(path: Path) -> _RawBundle:
     except (zipfile.BadZipFile, OSError) as exc:
         raise BundleError(f"{path}: not a readable zip bundle: {exc}") from None
     with archive:
-        names = set(archive.namelist())
+        listed = archive.namelist()
+        unsafe = [n for n in listed if not _safe_member_name(n)]
+        if unsafe:
+            raise BundleError(
+                f"{path}: zip member name(s) {_some([repr(n) for n in unsafe])} point outside the "
+                "bundle (absolute, '..', drive or backslash paths); refusing the whole zip"
+            )
+        names = set(listed)
+        if len(names) != len(listed):
+            raise BundleError(f"{path}: zip lists the same member name twice; refusing it")
         prefixes = sorted(
             n[: -len(CONFIG_NAME)]
             for n in names
@@ -333,6 +350,19 @@ def _read_zip(path: Path) -> _RawBundle:
     return _RawBundle(
         parts[0], parts[1], f"{path}!{prefix}{CONFIG_NAME}", f"{path}!{prefix}{WEIGHTS_NAME}"
     )
+
+
+def _safe_member_name(name: str) -> bool:
+    """A relative, forward-slash name with no '..' part: what a bundle zip may contain.
+
+    Members are only ever read into memory, never extracted, so a hostile name cannot write
+    anywhere here; it is refused anyway because no tool that makes bundles produces one, and a
+    user who later unzips the file by hand would be exposed to it.
+    """
+    if not name or "\\" in name or "\x00" in name or name.startswith("/"):
+        return False
+    parts = name.split("/")
+    return ".." not in parts and not (len(parts[0]) >= 2 and parts[0][1] == ":")
 
 
 def _read_raw(path: str | os.PathLike[str]) -> tuple[Path, _RawBundle]:
@@ -432,6 +462,14 @@ def _check_tensors(
     ]
     if kinds:
         problems.append(f"wrong dtype: {_some(kinds)}")
+    # NaN/inf weights would give NaN embeddings that poison the similarity index silently.
+    broken = sorted(
+        k
+        for k in set(expected) & set(tensors)
+        if tensors[k].dtype.is_floating_point and not bool(torch.isfinite(tensors[k]).all())
+    )
+    if broken:
+        problems.append(f"non-finite values (NaN or infinity) in {_some(broken)}")
     if problems:
         raise BundleError(
             f"{label}: does not match the network config.json describes: " + "; ".join(problems)

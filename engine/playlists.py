@@ -61,6 +61,8 @@ class ImportResult:
     missing: list[str] = field(default_factory=list)
     skipped_urls: int = 0
     unchanged: bool = False  # only_if_changed=True and the file had not changed: nothing was read
+    # path -> reason: entries not trusted enough to scan in (see playlist_trust); not in `missing`
+    flagged: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from musicssl.engine.bundle import (
     load_bundle,
 )
 from musicssl.engine.embedding_model import EmbeddingModel
+from musicssl.engine.errors import MusicSSLError
 
 FORMAT = "musicssl-checkpoint"
 FORMAT_VERSION = 1
@@ -39,8 +40,8 @@ BEST_NAME = "best.pt"
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file."""
+class CheckpointError(MusicSSLError, RuntimeError):
+    """A checkpoint that cannot be used; the message names the file (shown to the user)."""
 
 
 # ---------------------------------------------------------------------------------------------
