@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from musicssl.engine.analysis import AnalysisJob, AnalysisOptions, AnalysisReport
+from musicssl.engine.analysis import AnalysisOptions, AnalysisReport
+from musicssl.engine.analysis_process import AnalysisProcess
+from musicssl.engine.folders import FolderRemoval
 from musicssl.engine.library import Library
 from musicssl.engine.scanner import ScanReport
 from PySide6.QtCore import QObject, QThread, Signal
@@ -117,9 +119,12 @@ class ScanJob(Job):
 
 
 class AnalysisRunJob(Job):
-    """Analyse every pending track with the active model.
+    """Analyse every pending track with the active model, in a child process.
 
-    Resumable: after a cancel the tracks not reached stay "new" and the next run takes them.
+    Why a process: the first analysis imports and exports models while holding the GIL for up
+    to a second at a time, which a worker thread would turn into a frozen window (see
+    engine/analysis_process.py). Resumable: after a cancel the tracks not reached stay "new"
+    and the next run takes them.
     """
 
     kind = "analysis"
@@ -128,7 +133,7 @@ class AnalysisRunJob(Job):
     def __init__(self, options: AnalysisOptions | None = None) -> None:
         super().__init__()
         self.options = options
-        self._job: AnalysisJob | None = None
+        self._job: AnalysisProcess | None = None
         self._lock = threading.Lock()
 
     def cancel(self) -> None:
@@ -143,11 +148,35 @@ class AnalysisRunJob(Job):
         def progress(done: int, total: int, path: str) -> None:
             ctx.progress(done, total, Path(path).name)
 
+        options = self.options or AnalysisOptions()
+        if not lib.analysis_pending(options.retry_errors):
+            # Nothing to analyse (the usual case at start): the in-process job only records
+            # that and loads no model, so no child process (and torch start-up) is needed.
+            return lib.analyze(options)
         with self._lock:
-            self._job = lib.analysis_job(self.options, progress)
+            self._job = lib.analysis_process(options, progress)
             if self.cancelled:
                 self._job.cancel()
         return self._job.run()
+
+
+class RemoveFoldersJob(Job):
+    """Take library folders and their tracks out of the library (files stay on disk).
+
+    On the jobs queue, so it never runs beside a scan or an analysis of the same tracks.
+    """
+
+    kind = "remove_folders"
+    title = "Removing folders"
+    cancellable = False
+
+    def __init__(self, folders: Sequence[str]) -> None:
+        super().__init__()
+        self.folders = list(folders)
+
+    def run(self, ctx: JobContext) -> list[FolderRemoval]:
+        lib = ctx.library()
+        return [lib.remove_folder(folder) for folder in self.folders]
 
 
 class ImportPlaylistJob(Job):

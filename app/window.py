@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 
 from . import formatting, icons, mime
 from .dialogs import Dialogs
-from .jobs import AnalysisRunJob, CallJob, Job, JobQueue, ScanJob
+from .jobs import AnalysisRunJob, CallJob, Job, JobQueue, RemoveFoldersJob, ScanJob
 from .models.page_loader import PageLoader
 from .models.playlist_items import PlaylistItemsModel
 from .models.projection import pca_2d
@@ -70,27 +70,6 @@ FILE_FILTER = (
 )
 
 
-def user_tag_stats(lib: Library) -> tuple[int, int, int]:
-    """(tracks with user tags, yes labels, rejections), read track by track.
-
-    The facade has no aggregate for this yet, so it pages through the library on the query
-    thread (a few seconds for 100,000 tracks, never on the GUI thread).
-    """
-    tracks = positive = negative = 0
-    offset = 0
-    while True:
-        page = lib.tracks(order_by="id", limit=1000, offset=offset)
-        if not page:
-            return tracks, positive, negative
-        for track in page:
-            user = [t for t in lib.tags(track["id"]) if t["source"] == "user"]
-            if user:
-                tracks += 1
-                positive += sum(1 for t in user if t["score"] >= 0.5)
-                negative += sum(1 for t in user if t["score"] < 0.5)
-        offset += len(page)
-
-
 class MainWindow(QMainWindow):
     """Signals below exist so tests and the bench can wait for outcomes."""
 
@@ -102,7 +81,8 @@ class MainWindow(QMainWindow):
     map_tag_loaded = Signal()
     import_finished = Signal(object)
     job_failed = Signal(str)
-    user_tag_stats_ready = Signal(int, int, int)
+    user_tag_stats_ready = Signal(object)  # UserLabelStats
+    folders_removed = Signal(object)  # list[FolderRemoval]
     tags_refreshed = Signal()
 
     def __init__(
@@ -114,6 +94,10 @@ class MainWindow(QMainWindow):
     ) -> None:
         super().__init__()
         self.lib = lib
+        # This thread's commits (tag edits, playlists) must not pay for a WAL checkpoint: its
+        # fsync took up to 5.7 s on a busy disk (docs/RELIABILITY.md). The worker threads'
+        # connections keep checkpointing, and closing the library checkpoints what is left.
+        lib.db.execute("PRAGMA wal_autocheckpoint = 0")
         self.settings = settings or AppSettings()
         self.dialogs = dialogs or Dialogs()
         self.setWindowTitle("MusicSSL")
@@ -680,10 +664,23 @@ class MainWindow(QMainWindow):
             self.scan_finished.emit(result)
         elif isinstance(result, AnalysisReport):
             self.refresh_all()
-            self._report_problems(result.summary(), result.failed)
+            if result.total:  # a run with nothing pending must not hide the last message
+                self._report_problems(result.summary(), result.failed)
             if self.page == "map":
                 self.load_map()
             self.analysis_finished.emit(result)
+        elif job.kind == "remove_folders":
+            self.refresh_all()
+            self.map_view.loaded = False
+            if self.page == "map":
+                self.load_map()
+            tracks = sum(r.tracks for r in result)
+            self.statusBar().showMessage(
+                f"Removed {formatting.plural(len(result), 'folder')} and "
+                f"{formatting.plural(tracks, 'track')} from the library",
+                10000,
+            )
+            self.folders_removed.emit(result)
         elif job.kind == "import":
             self.refresh_all()
             missing = len(result.missing)
@@ -692,6 +689,15 @@ class MainWindow(QMainWindow):
                 text += f"; {formatting.plural(missing, 'entry', 'entries')} not found on disk"
             self.statusBar().showMessage(text, 10000)
             self.sidebar.select("playlist", result.playlist_id)
+            if result.flagged:  # entries the playlist cannot vouch for: say so, never hide them
+                shown = "\n".join(f"{p}\n    {why}" for p, why in list(result.flagged.items())[:10])
+                more = len(result.flagged) - 10
+                self.dialogs.info(
+                    self,
+                    "Some playlist entries were not added",
+                    f"{shown}" + (f"\n… and {more} more" if more > 0 else "") + "\n\nAdd these "
+                    "files with Add Files if you trust them, then import the playlist again.",
+                )
             self.import_finished.emit(result)
 
     def _job_failed(self, job: Job, exc: BaseException, detail: str) -> None:
@@ -937,10 +943,10 @@ class MainWindow(QMainWindow):
         self.finetune_dialog = dialog
 
         def done(stats: Any) -> None:
-            dialog.show_counts(*stats)
-            self.user_tag_stats_ready.emit(*stats)
+            dialog.show_counts(stats)
+            self.user_tag_stats_ready.emit(stats)
 
-        self.ask(user_tag_stats, done, kind="user_tag_stats")
+        self.ask(lambda lib: lib.user_label_stats(), done, kind="user_tag_stats")
         dialog.show()
 
     # ================================================================================ settings
@@ -952,6 +958,9 @@ class MainWindow(QMainWindow):
             self.model_info.model_id,
             str(self.lib.path),
             self.dialogs,
+            lambda folder, answer: self.ask(
+                lambda lib: lib.folder_removal(folder), answer, kind="folder_removal"
+            ),
             self,
         )
         dialog.accepted.connect(lambda: self._apply_settings(dialog))
@@ -961,6 +970,8 @@ class MainWindow(QMainWindow):
 
     def _apply_settings(self, dialog: SettingsDialog) -> None:
         changes = dialog.apply()
+        if changes.removed_folders:
+            self.remove_folders(changes.removed_folders)
         if changes.new_folders:
             self.add_paths(changes.new_folders)
         if changes.model_id:
@@ -971,6 +982,17 @@ class MainWindow(QMainWindow):
                 "Database location",
                 "MusicSSL will open the new library database the next time it starts.",
             )
+
+    def remove_folders(self, folders: Sequence[str]) -> None:
+        """Take folders out of the library in the background; a running analysis stops first
+        (it could be analysing their tracks) and the queued one resumes with the rest."""
+        current = self.jobs.current
+        analysing = current is not None and current.kind == "analysis"
+        if analysing:
+            current.cancel()
+        self.jobs.submit(RemoveFoldersJob(folders))
+        if analysing:
+            self.queue_analysis()
 
     def about(self) -> None:
         self.dialogs.info(

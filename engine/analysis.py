@@ -1,10 +1,13 @@
 """The analysis job: decode → excerpts → batched encoder → per-track embedding + auto tags → DB.
 
 Decoding runs in worker threads (PyAV releases the GIL) while the calling thread runs inference,
-so both cores work. Progress is committed every few tracks with the track's status, so a crash or
+so both cores work. Results are committed every few tracks with the track's status, so a crash or
 kill -9 loses at most one batch and a re-run continues where it stopped, never duplicating rows
 (embeddings/tags are keyed by track and model). Memory is bounded whatever the file length: tracks
 are cut into chunks of excerpts and only running sums are kept per track.
+
+Progress is reported once with the total before the model loads, then for every finished track
+(not per commit), so a progress bar and its time estimate move smoothly.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ class AnalysisJob:
         self.progress = progress
         self._cancel = threading.Event()  # the user asked to stop
         self._stop = threading.Event()  # decoders must stop (cancel, error, or end of run)
+        self._finished = 0  # tracks done (analysed or failed), committed or about to be
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -137,21 +141,26 @@ class AnalysisJob:
 
     def _run(self, conn) -> AnalysisReport:
         opts = self.options
-        info = models.active_model(conn)
-        bundle = load_bundle(info.path)
-        models.register(conn, bundle)
-        report = AnalysisReport(model_id=bundle.model_id, model_trained=bundle.config.trained)
-        todo = pending_tracks(conn, bundle.model_id, opts.retry_errors)
+        info = models.active_model(conn)  # its model_id is the weights' hash: no need to load
+        report = AnalysisReport(model_id=info.model_id, model_trained=info.trained)
+        todo = pending_tracks(conn, info.model_id, opts.retry_errors)
         if opts.limit is not None:
             todo = todo[: opts.limit]
         report.total = len(todo)
         if not todo:
-            if not pending_tracks(conn, bundle.model_id, False):
+            if not pending_tracks(conn, info.model_id, False):
                 with dbmod.transaction(conn) as tx:
-                    embeddings.publish_index_model(tx, bundle.model_id, True)
+                    embeddings.publish_index_model(tx, info.model_id, True)
             return report
+        # The total is known now; loading the model and building the runner take seconds.
+        self._report_progress(report, "")
+        bundle = load_bundle(info.path)
+        models.register(conn, bundle)
         device = select_device(opts.device)
         configure_cpu_threads()
+        if self._cancel.is_set():  # before the runner: a first ONNX export takes seconds
+            report.cancelled = True
+            return report
         runner = make_runner(bundle, device, opts.backend)
         index = open_index(conn, bundle.model_id)
         try:
@@ -229,6 +238,7 @@ class AnalysisJob:
                 if state.complete and state.queued == 0:
                     del states[state.track_id]
                     finished.append((state, None))
+                    self._report_progress(report, state.path)
             if len(finished) >= opts.commit_every:
                 self._commit(conn, bundle, index, finished, report)
 
@@ -249,6 +259,7 @@ class AnalysisJob:
                 if isinstance(payload, _Failure):
                     states.pop(track_id, None)
                     finished.append((state, payload.message))
+                    self._report_progress(report, path)
                     continue
                 chunk: ExcerptChunk = payload
                 if chunk.excerpts.shape[0]:
@@ -288,6 +299,13 @@ class AnalysisJob:
                     report.failed += 1
                     report.errors.append((state.path, message))
                     continue
+                marked = tx.execute(
+                    "UPDATE tracks SET status = 'analyzed', error = NULL, updated_at = ? "
+                    "WHERE id = ?",
+                    [now, state.track_id],
+                )
+                if marked.rowcount == 0:
+                    continue  # removed from the library meanwhile (its folder was removed)
                 h = torch.from_numpy((state.h_sum / state.count).astype(np.float32))[None]
                 z = normalize(h)[0].numpy()
                 vectors.append((state.track_id, z))
@@ -309,11 +327,6 @@ class AnalysisJob:
                         "UPDATE tracks SET duration = ?, duration_decoded = 1 WHERE id = ?",
                         [state.decoded_seconds, state.track_id],
                     )
-                tx.execute(
-                    "UPDATE tracks SET status = 'analyzed', error = NULL, updated_at = ? "
-                    "WHERE id = ?",
-                    [now, state.track_id],
-                )
                 duration = tx.execute(
                     "SELECT duration FROM tracks WHERE id = ?", [state.track_id]
                 ).fetchone()[0]
@@ -322,8 +335,11 @@ class AnalysisJob:
             embeddings.put(tx, bundle.model_id, vectors)
         if vectors:
             index.add([i for i, _ in vectors], np.stack([v for _, v in vectors]))
-        done = report.analyzed + report.failed
-        for state, _ in finished:
-            if self.progress:
-                self.progress(done, report.total, state.path)
         finished.clear()
+
+    def _report_progress(self, report: AnalysisReport, path: str) -> None:
+        """Count a finished track (or, with an empty path, announce the total)."""
+        if path:
+            self._finished += 1
+        if self.progress:
+            self.progress(self._finished, report.total, path)

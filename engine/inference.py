@@ -210,10 +210,10 @@ class OnnxRunner(Runner):
 
         reference = TorchRunner(bundle, torch.device("cpu"))(_probe_batch(bundle))
         exported = False
-        if not self._cache_is_current():
+        if not self._open_cached():
             self._export()
             exported = True
-        self._open_session()
+            self._open_session()
         problem = self._compare(reference)
         if problem and not exported:
             log.info("cached ONNX graph %s is stale (%s); re-exporting", self.onnx_path, problem)
@@ -223,15 +223,19 @@ class OnnxRunner(Runner):
         if problem:
             raise InferenceError(f"{self.onnx_path}: ONNX output differs from torch: {problem}")
 
-    def _cache_is_current(self) -> bool:
+    def _open_cached(self) -> bool:
+        """Open the cached graph if this code and torch exported it (else: export it again).
+
+        The export tag is read back through ONNX Runtime, not the `onnx` package: importing
+        that costs ~1.4 s, most of it holding the GIL (ml_dtypes), on every analysis start.
+        """
         if not self.onnx_path.exists():
             return False
         try:
-            import onnx
-
-            meta = {p.key: p.value for p in onnx.load(str(self.onnx_path)).metadata_props}
-        except Exception:  # a truncated or foreign file: re-export
+            self._open_session()
+        except InferenceError:  # a truncated or foreign file
             return False
+        meta = self._session.get_modelmeta().custom_metadata_map
         return meta.get(_EXPORT_META_KEY) == self._export_tag
 
     def _export(self) -> None:

@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import db as dbmod
-from . import embeddings, playlist_formats, playlists, scanner
+from . import embeddings, folders, playlist_formats, playlist_trust, playlists, scanner
 from . import similar as similarity
 from .errors import MusicSSLError
 from .index import SimilarityIndex, open_index
 from .paths import default_db_path
 from .track_query import TrackQuery, parse_filters
+from .user_labels import UserLabelStats, user_label_stats
 
 if TYPE_CHECKING:  # torch-heavy; imported when analysis or model management is used
     from .analysis import AnalysisJob, AnalysisOptions, AnalysisReport
+    from .analysis_process import AnalysisProcess
     from .models import BundleInfo
 
 Progress = Callable[[int, int | None, str], None]
@@ -68,7 +70,8 @@ class Library:
             try:
                 playlists.import_file(self.db, playlist_file, only_if_changed=True)
             except playlist_formats.PlaylistFormatError as exc:
-                report.errors.append((playlist_file, str(exc)))
+                report.errors.append((playlist_file, exc.reason))
+                scanner.record_error(self.db, playlist_file, exc.reason)
         return report
 
     def folders(self) -> list[str]:
@@ -79,6 +82,17 @@ class Library:
     def rescan(self, progress: Progress | None = None) -> scanner.ScanReport:
         """Incremental rescan of every remembered folder (what the app does on start)."""
         return self.scan(self.folders(), progress)
+
+    def folder_removal(self, folder: str | os.PathLike[str]) -> folders.FolderRemoval:
+        """What removing the folder would take out (tracks, user-tagged tracks, playlist
+        entries), so the user can be asked first; changes nothing."""
+        return folders.plan(self.db, folder)
+
+    def remove_folder(self, folder: str | os.PathLike[str]) -> folders.FolderRemoval:
+        """Forget a library folder: its tracks (with their tags, embeddings, index entries and
+        playlist entries) leave the library; the files stay on disk. See engine/folders.py for
+        what stays (nested folders' tracks, the user's playlists) and why."""
+        return folders.remove(self.db, folder)
 
     # -- browsing ---------------------------------------------------------------------------
     def query(self, filters: Sequence[str] = (), search: str | None = None) -> TrackQuery:
@@ -97,6 +111,28 @@ class Library:
             TRACK_COLUMNS, order_by, descending, limit, offset
         )
         return list(self.db.query(sql, params))
+
+    def track_ids(
+        self,
+        filters: Sequence[str] = (),
+        search: str | None = None,
+        order_by: str = "artist",
+        descending: bool = False,
+    ) -> list[int]:
+        """Every matching id in order: one scan, after which any page is `tracks_by_id` of a
+        slice (LIMIT/OFFSET re-sorts everything before the offset for each deep page)."""
+        sql, params = self.query(filters, search).sql("id", order_by, descending)
+        return [row[0] for row in self.db.execute(sql, params)]
+
+    def tracks_by_id(self, ids: Sequence[int]) -> list[dict[str, Any] | None]:
+        """Rows for a page of ids, in the same order; None where a track is gone meanwhile."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        sql = f"SELECT {TRACK_COLUMNS} FROM tracks WHERE id IN ({marks})"  # noqa: S608
+        found = {row["id"]: row for row in self.db.query(sql, ids)}
+        return [found.get(i) for i in ids]
 
     def count(self, filters: Sequence[str] = (), search: str | None = None) -> int:
         q = self.query(filters, search)
@@ -189,6 +225,10 @@ class Library:
             )
         )
 
+    def user_label_stats(self) -> UserLabelStats:
+        """How many tracks carry the user's own tags, yes/no label counts, per tag."""
+        return user_label_stats(self.db)
+
     # -- playlists --------------------------------------------------------------------------
     def playlists(self) -> list[dict[str, Any]]:
         return playlists.list_playlists(self.db)
@@ -223,23 +263,31 @@ class Library:
         return playlists.export(self.db, self.playlist_id(playlist), dest, fmt, relative)
 
     def import_playlist(self, path: str | os.PathLike[str], name: str | None = None):
-        """Import a playlist file; its files not yet in the library are scanned in first."""
+        """Import a playlist file; its files not yet in the library are scanned in first.
+
+        Only files the playlist may vouch for are scanned in; the rest are reported in
+        `result.flagged`, never opened (see engine/playlist_trust.py for the rule and why).
+        """
         entries = playlist_formats.read_playlist(path)
         unknown = [
             e.path
             for e in entries
-            if os.path.isfile(e.path)
-            and self.db.execute("SELECT 1 FROM tracks WHERE path = ?", [e.path]).fetchone() is None
+            if self.db.execute("SELECT 1 FROM tracks WHERE path = ?", [e.path]).fetchone() is None
         ]
-        if unknown:
-            scanner.scan(self.db, unknown)
-        return playlists.import_file(self.db, path, name=name)
+        to_scan, flagged = playlist_trust.triage(unknown, path, self.folders())
+        if to_scan:
+            scanner.scan(self.db, to_scan)
+        result = playlists.import_file(self.db, path, name=name)
+        result.flagged = {p: why for p, why in flagged.items() if p in result.missing}
+        result.missing = [p for p in result.missing if p not in result.flagged]
+        return result
 
     # -- models, analysis, similarity ---------------------------------------------------------
     def models(self) -> list[BundleInfo]:
+        """Installed bundles plus the random-init baseline, so every listed model can be used."""
         from . import models
 
-        return models.list_bundles()
+        return models.selectable_bundles()
 
     def active_model(self) -> BundleInfo:
         """The bundle analysis uses; `trained` False means similarity only, no auto tags."""
@@ -260,6 +308,21 @@ class Library:
         from .analysis import AnalysisJob
 
         return AnalysisJob(self.path, options, progress)
+
+    def analysis_pending(self, retry_errors: bool = False) -> int:
+        """Tracks the next analysis would take; cheap, so callers can skip starting one."""
+        from .analysis import pending_tracks
+
+        return len(pending_tracks(self.db, self.active_model().model_id, retry_errors))
+
+    def analysis_process(
+        self, options: AnalysisOptions | None = None, progress: Progress | None = None
+    ) -> AnalysisProcess:
+        """The same job in a child process, for the GUI: a thread would share the GIL, and
+        the first analysis holds it for up to a second at a time (engine/analysis_process.py)."""
+        from .analysis_process import AnalysisProcess
+
+        return AnalysisProcess(self.path, options, progress)
 
     def analyze(
         self, options: AnalysisOptions | None = None, progress: Progress | None = None

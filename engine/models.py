@@ -290,9 +290,31 @@ def active_model(db: sqlite_utils.Database) -> BundleInfo:
     return chosen
 
 
+def selectable_bundles() -> list[BundleInfo]:
+    """What a user may pick from: the installed bundles and always the random-init baseline.
+
+    The baseline is made, not installed, so on a fresh data folder with a trained bundle
+    present it does not exist yet; it is created here so it can be listed and chosen.
+    """
+    bundles = list_bundles()
+    baseline = user_models_dir() / BASELINE_NAME
+    if any(b.path == baseline for b in bundles):
+        return bundles
+    ensure_baseline()
+    return list_bundles()  # listed in its usual place (sorted with the user's bundles)
+
+
 def set_active(db: sqlite_utils.Database, model_id_or_name: str) -> BundleInfo:
-    """Make an installed bundle the library's model; raises `ModelNotFoundError` otherwise."""
-    info = find_bundle(model_id_or_name)
+    """Make an installed bundle (or the baseline, by name) the library's model.
+
+    Raises `ModelNotFoundError` for anything else that is not installed.
+    """
+    try:
+        info = find_bundle(model_id_or_name)
+    except ModelNotFoundError:
+        if model_id_or_name != BASELINE_NAME:
+            raise
+        info = ensure_baseline()  # not created yet (or broken): selecting it must still work
     with transaction(db) as conn:
         register(db, info)  # joins this transaction
         conn.execute(
@@ -317,6 +339,7 @@ __all__ = [
     "install_bundle",
     "list_bundles",
     "register",
+    "selectable_bundles",
     "set_active",
     "shipped_models_dir",
     "user_models_dir",

@@ -404,6 +404,8 @@ def test_import_m3u_playlist(qtbot, make_window, library, music_dir, tmp_path):
     assert result.matched == len(tracks) and result.missing == ["/gone/away.mp3"]
     assert window.page == "playlist"
     assert [i["track_id"] for i in window.playlist_model.items] == [t["id"] for t in tracks]
+    # The analysis queued after an import finds nothing new here; it must not hide the message.
+    wait_jobs_idle(qtbot, window)
     assert "not found" in window.statusBar().currentMessage()
 
 
@@ -475,9 +477,12 @@ def test_user_tags_add_remove_undo_and_finetune_dialog(qtbot, make_window, libra
     # The fine-tune entry counts user-tagged tracks and shows the command.
     with qtbot.waitSignal(window.user_tag_stats_ready, timeout=LONG) as stats:
         window.act_finetune.trigger()
-    assert stats.args == [2, 2, 0]
+    counted = stats.args[0]
+    assert (counted.tracks, counted.positive, counted.negative) == (2, 2, 0)
+    assert [(t.tag, t.positive, t.negative) for t in counted.tags] == [("road trip", 2, 0)]
     dialog = window.finetune_dialog
     assert "2 tracks carry your tags" in dialog.counts.text()
+    assert "Per tag: road trip 2." in dialog.counts.text()
     assert dialog.command.text() == f"musicssl-train finetune --library {library.path}"
     assert "untrained" in dialog.status.text()
     dialog.close()
@@ -619,6 +624,37 @@ def test_settings_dialog_persists_and_switches_model(qtbot, make_window, library
     assert options.device == "cpu" and options.policy.name == "all"
 
 
+def test_settings_remove_folder_asks_then_forgets_its_tracks(
+    qtbot, make_window, library, music_dir
+):
+    rain = library.tracks(["title=Rain"])[0]["id"]
+    library.set_user_tag(rain, "wet")
+    window = make_window(library)
+    dialog = window.open_settings()
+    assert not dialog.remove_button.isEnabled()
+    dialog.folder_list.setCurrentRow(0)
+    assert dialog.remove_button.isEnabled()
+    # Declined: nothing changes. (What goes is counted on the query thread, then asked.)
+    window.dialogs.confirm_answer = False
+    dialog.remove_button.click()
+    qtbot.waitUntil(lambda: len(window.dialogs.questions) == 1)
+    assert dialog.folder_list.count() == 1 and dialog.removed_folders == []
+    assert dialog.remove_button.isEnabled()
+    # Accepted: the question named what goes, and OK removes it in the background.
+    window.dialogs.confirm_answer = True
+    dialog.remove_button.click()
+    qtbot.waitUntil(lambda: dialog.folder_list.count() == 0)
+    question = window.dialogs.questions[-1]
+    assert f"{N_TRACKS + 1} tracks" in question and "your tags on 1 of them" in question
+    with qtbot.waitSignal(window.folders_removed, timeout=LONG) as removed:
+        dialog.accept()
+    assert [r.tracks for r in removed.args[0]] == [N_TRACKS + 1]
+    assert library.folders() == [] and library.count() == 0
+    qtbot.waitUntil(lambda: window.track_model.rowCount() == 0)
+    assert f"Removed 1 folder and {N_TRACKS + 1} tracks" in window.statusBar().currentMessage()
+    assert music_dir.joinpath("alpha", "01 Morning.mp3").exists()
+
+
 def test_layout_is_remembered(qtbot, make_window, library, app_settings):
     window = make_window(library)
     window.resize(1100, 700)
@@ -655,10 +691,10 @@ def test_main_opens_window_on_db(qtbot, tmp_path, music_dir):
     assert db.exists()
 
 
-def test_pyside_refcount_workaround_keeps_interpreter_alive(qtbot):
-    """Thousands of emits and overridden-virtual calls (each loses a reference to True/None
-    on PySide6 6.12.0) must not abort the interpreter."""
-    from musicssl.app import qt_compat
+def test_pyside_keeps_references_to_true_and_none(qtbot):
+    """Emits and overridden-virtual calls must not lose references to True/None: PySide6
+    6.12.0 lost one per call, which aborts CPython < 3.12 after a few hundred of them (hence
+    `!=6.12.0` in pyproject.toml)."""
     from PySide6.QtCore import QObject, Signal
     from PySide6.QtWidgets import QWidget
 
@@ -670,14 +706,16 @@ def test_pyside_refcount_workaround_keeps_interpreter_alive(qtbot):
             pass
 
     emitter = Emitter()
-    for _ in range(5000):
-        emitter.ping.emit(None)
     widget = Painted()
     qtbot.addWidget(widget)
     widget.show()
+    before = sys.getrefcount(True), sys.getrefcount(None)
+    for _ in range(500):
+        emitter.ping.emit(None)
     for _ in range(300):
         widget.repaint()
-    assert qt_compat.installed or qt_compat.emit_leak() == 0
+    after = sys.getrefcount(True), sys.getrefcount(None)
+    assert after[0] >= before[0] - 50 and after[1] >= before[1] - 50, (before, after)
 
 
 def test_failed_job_is_reported_in_the_status_bar(

@@ -1,10 +1,10 @@
-"""Fetches pages of the track table on a worker thread, newest request first.
+"""Reads for the track table (pages, the ordered id list) on a worker thread, newest first.
 
-Why: on a 100,000-track library SQLite needs ~40 ms for the first page in artist order and
-close to a second for a page near the end (ORDER BY … LIMIT/OFFSET sorts everything before
-the offset). On the GUI thread that is a visible freeze on every scroll; here the view shows
-placeholders for a moment instead. Requests are served newest first and only the last few
-are kept, so dragging the scrollbar across the library does not queue a hundred stale pages.
+Why: on a 100,000-track library the ordered id list takes up to a couple of seconds on a busy
+machine (bench/paging_bench.py), and even a page can take tens of milliseconds; on the GUI
+thread that is a visible freeze, here the view shows placeholders for a moment instead.
+Requests are served newest first and only the last few are kept, so dragging the scrollbar
+across the library does not queue a hundred stale pages.
 """
 
 from __future__ import annotations
@@ -12,36 +12,38 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from musicssl.engine.library import Library
 from PySide6.QtCore import QThread, Signal
 
 MAX_PENDING = 6
+Read = Callable[[Library], Any]
 
 
 class PageLoader(QThread):
-    loaded = Signal(int, int, object)  # generation, page number, rows (list of dicts) or None
+    loaded = Signal(int, int, object)  # generation, key, what the read returned (None: failed)
 
     def __init__(self, db_path: str | os.PathLike[str], parent=None) -> None:  # noqa: ANN001
         super().__init__(parent)
         self.setObjectName("musicssl-pages")
         self.db_path = db_path
         self._cond = threading.Condition()
-        self._requests: OrderedDict[tuple[int, int], dict[str, Any]] = OrderedDict()
+        self._requests: OrderedDict[tuple[int, int], Read] = OrderedDict()
         self._stopping = False
         self.start()
 
-    def request(self, generation: int, page: int, query: dict[str, Any]) -> list[int]:
-        """Queue a page (keyword arguments for `Library.tracks`); returns pages dropped to
+    def request(self, generation: int, key: int, read: Read) -> list[int]:
+        """Queue `read(library)` under a key (a page number, say); returns the keys dropped to
         make room, which the caller may ask for again later."""
         dropped = []
         with self._cond:
-            key = (generation, page)
-            if key in self._requests:
-                self._requests.move_to_end(key)
+            entry = (generation, key)
+            if entry in self._requests:
+                self._requests.move_to_end(entry)
             else:
-                self._requests[key] = query
+                self._requests[entry] = read
             while len(self._requests) > MAX_PENDING:
                 (_gen, old), _q = self._requests.popitem(last=False)
                 dropped.append(old)
@@ -63,14 +65,14 @@ class PageLoader(QThread):
                         self._cond.wait()
                     if self._stopping:
                         return
-                    (generation, page), query = self._requests.popitem(last=True)
+                    (generation, key), read = self._requests.popitem(last=True)
                 if lib is None:
                     lib = Library(self.db_path)
                 try:
-                    rows = lib.tracks(**query)
-                except Exception:  # noqa: BLE001 - a failed page shows empty, the GUI goes on
-                    rows = None
-                self.loaded.emit(generation, page, rows)
+                    result = read(lib)
+                except Exception:  # noqa: BLE001 - a failed read shows empty, the GUI goes on
+                    result = None
+                self.loaded.emit(generation, key, result)
         finally:
             if lib is not None:
                 lib.close()

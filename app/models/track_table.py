@@ -1,9 +1,15 @@
 """The library table as a lazily paged Qt model: 100,000 tracks without 100,000 widgets.
 
 Why paged: the view only ever shows a screenful, so rows are fetched from the facade in pages
-of PAGE_SIZE (`Library.tracks(limit, offset)`) when the view first asks for them, and kept in a
-small LRU cache. Sorting and filtering are pushed into the query (ORDER BY / WHERE in SQLite)
-rather than done in Python, so a click on a header costs one page query, not a full load.
+of PAGE_SIZE when the view first asks for them, and kept in a small LRU cache. Sorting and
+filtering are pushed into the query (ORDER BY / WHERE in SQLite) rather than done in Python.
+
+Why an id list: LIMIT/OFFSET sorts everything before the offset for every page, which took
+0.5-2.7 s per page near the end of a 100,000-track library (bench/paging_bench.py). So the
+first DIRECT_PAGES pages are read with LIMIT/OFFSET (instant at the top), while the whole
+ordered id list is read once per sort/filter; every other page is then a primary-key lookup of
+its slice (~0.1 ms). A refresh keeps the list while the row count is unchanged (values are
+re-read, rows do not jump under the cursor) and reads it again when rows come or go.
 
 With a `PageLoader` (the window always passes one) pages are fetched on a worker thread: a row
 not loaded yet shows a placeholder for a moment, and a refresh while a job runs keeps showing
@@ -14,7 +20,7 @@ calling thread, which is simpler for scripts and tests. `track(row)` always answ
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from musicssl.engine.library import Library
@@ -33,6 +39,8 @@ from .page_loader import PageLoader
 
 PAGE_SIZE = 200
 MAX_PAGES = 64  # cached pages (12,800 rows) before the least recently used is dropped
+DIRECT_PAGES = 5  # pages at the top read by LIMIT/OFFSET, not waiting for the id list
+IDS = -1  # the loader key of the ordered id list
 
 # (key in the track dict / order_by column, header)
 COLUMNS: list[tuple[str, str]] = [
@@ -66,6 +74,8 @@ class TrackTableModel(QAbstractTableModel):
         self._generation = 0
         self._pending: set[int] = set()
         self._stale: set[int] = set()
+        self._ids: list[int] | None = None  # every row's track id, in order, once read
+        self._ids_requested = False
         if loader is not None:
             loader.loaded.connect(self._on_loaded)
         self.base_filters = list(filters)
@@ -73,10 +83,10 @@ class TrackTableModel(QAbstractTableModel):
         self.search = ""
         self.order_by = "artist"
         self.descending = False
-        self._count = 0
-        self._pages: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._pages: OrderedDict[int, list[dict[str, Any] | None]] = OrderedDict()
         self.pages_fetched = 0  # for tests and the bench: proves paging is lazy
         self._count = self._query_count()
+        self._prefetch_ids()
 
     # -- query -------------------------------------------------------------------------------
     @property
@@ -104,10 +114,13 @@ class TrackTableModel(QAbstractTableModel):
         self._pages.clear()
         self._pending.clear()
         self._stale.clear()
+        self._ids = None
+        self._ids_requested = False
         if self.loader is not None:
             self.loader.forget_before(self._generation)
         self._count = self._query_count()
         self.endResetModel()
+        self._prefetch_ids()
 
     def refresh(self) -> None:
         """Pick up rows written by a background job without resetting the view.
@@ -116,10 +129,19 @@ class TrackTableModel(QAbstractTableModel):
         scan or analysis is running, so the table fills in as results arrive.
         """
         new_count = self._query_count()
+        if self._ids is not None and len(self._ids) != new_count:
+            if self.loader is None:
+                self._ids = None  # read again on demand
+            else:
+                self._request_ids()  # the old list serves until the new one arrives
         if self.loader is None:
             self._pages.clear()
         else:
             self._stale = set(self._pages)  # shown until the fresh page arrives
+        self._set_count(new_count)
+        self._all_changed()
+
+    def _set_count(self, new_count: int) -> None:
         old = self._count
         if new_count > old:
             self.beginInsertRows(QModelIndex(), old, new_count - 1)
@@ -129,32 +151,68 @@ class TrackTableModel(QAbstractTableModel):
             self.beginRemoveRows(QModelIndex(), new_count, old - 1)
             self._count = new_count
             self.endRemoveRows()
+
+    def _all_changed(self) -> None:
         if self._count:
             self.dataChanged.emit(self.index(0, 0), self.index(self._count - 1, len(COLUMNS) - 1))
 
     # -- paging ------------------------------------------------------------------------------
-    def _query_args(self, number: int) -> dict[str, Any]:
+    def _order(self) -> dict[str, Any]:
         return {
             "filters": self.filters,
             "search": self.search or None,
             "order_by": self.order_by,
             "descending": self.descending,
-            "limit": PAGE_SIZE,
-            "offset": number * PAGE_SIZE,
         }
 
-    def _store(self, number: int, page: list[dict[str, Any]]) -> None:
+    def _reader(self, number: int) -> Callable[[Library], list[Any]] | None:
+        """How to read page `number`: by its slice of the id list once that is read, by
+        LIMIT/OFFSET near the top; None means wait for the id list."""
+        start = number * PAGE_SIZE
+        ids = self._ids
+        if ids is not None and start < len(ids):
+            chunk = ids[start : start + PAGE_SIZE]
+            return lambda lib: lib.tracks_by_id(chunk)
+        if number < DIRECT_PAGES:
+            args = {**self._order(), "limit": PAGE_SIZE, "offset": start}
+            return lambda lib: lib.tracks(**args)
+        return None
+
+    def _prefetch_ids(self) -> None:
+        """With a loader, a list that deep pages will need is read at once, in the background."""
+        if self.loader is not None and self._count > DIRECT_PAGES * PAGE_SIZE:
+            self._request_ids()
+
+    def _request_ids(self) -> None:
+        if self._ids_requested or self.loader is None:
+            return
+        self._ids_requested = True
+        order = self._order()
+        dropped = self.loader.request(self._generation, IDS, lambda lib: lib.track_ids(**order))
+        self._forget_dropped(dropped)
+
+    def _forget_dropped(self, dropped: list[int]) -> None:
+        for key in dropped:
+            if key == IDS:
+                self._ids_requested = False
+            self._pending.discard(key)
+
+    def _store(self, number: int, page: list[dict[str, Any] | None]) -> None:
         self._pages[number] = page
         self._pages.move_to_end(number)
         self._stale.discard(number)
         while len(self._pages) > MAX_PAGES:
             self._pages.popitem(last=False)
 
-    def _page(self, number: int) -> list[dict[str, Any]]:
+    def _page(self, number: int) -> list[dict[str, Any] | None]:
         """A page now (read on this thread if it is not cached, or cached but stale)."""
         page = self._pages.get(number)
         if page is None or number in self._stale:
-            page = self.lib.tracks(**self._query_args(number))
+            reader = self._reader(number)
+            if reader is None:
+                self._ids = self.lib.track_ids(**self._order())
+                reader = self._reader(number)
+            page = reader(self.lib) if reader is not None else []
             self.pages_fetched += 1
             self._store(number, page)
         else:
@@ -164,19 +222,33 @@ class TrackTableModel(QAbstractTableModel):
     def _request(self, number: int) -> None:
         if number in self._pending or self.loader is None:
             return
+        reader = self._reader(number)
+        if reader is None:
+            self._request_ids()  # the view asks again when the list has arrived
+            return
         self._pending.add(number)
-        for dropped in self.loader.request(self._generation, number, self._query_args(number)):
-            self._pending.discard(dropped)
+        self._forget_dropped(self.loader.request(self._generation, number, reader))
 
-    def _on_loaded(self, generation: int, number: int, rows: Any) -> None:
+    def _on_loaded(self, generation: int, key: int, result: Any) -> None:
         if generation != self._generation:
             return
-        self._pending.discard(number)
-        if rows is None:
+        if key == IDS:
+            self._ids_requested = False
+            if result is None:
+                return
+            changed = self._ids is not None
+            self._ids = result
+            if changed:  # a refresh: rows came or went, so every page moved
+                self._stale = set(self._pages)
+            self._set_count(len(result))
+            self._all_changed()
+            return
+        self._pending.discard(key)
+        if result is None:
             return
         self.pages_fetched += 1
-        self._store(number, rows)
-        first = number * PAGE_SIZE
+        self._store(key, result)
+        first = key * PAGE_SIZE
         last = min(self._count, first + PAGE_SIZE) - 1
         if last >= first:
             self.dataChanged.emit(self.index(first, 0), self.index(last, len(COLUMNS) - 1))

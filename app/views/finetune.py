@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Sequence
 
 from musicssl.engine.models import BundleInfo
+from musicssl.engine.user_labels import UserLabelStats
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
@@ -29,6 +30,8 @@ from PySide6.QtWidgets import (
 
 from .. import formatting
 from .settings_dialog import model_label
+
+MAX_TAGS_SHOWN = 12
 
 
 def finetune_command(db_path: str) -> str:
@@ -106,18 +109,25 @@ class FineTuneDialog(QDialog):
             "group similar sounds, but it shows no auto tags."
         )
 
-    def show_counts(self, tracks: int, positive: int, negative: int) -> None:
-        if tracks == 0:
+    def show_counts(self, stats: UserLabelStats) -> None:
+        if stats.tracks == 0:
             self.counts.setText(
                 "No tracks carry your tags yet. Add tags in the details pane, or accept/reject "
                 "auto tags, then come back."
             )
-        else:
-            self.counts.setText(
-                f"{formatting.plural(tracks, 'track carries', 'tracks carry')} your tags: "
-                f"{formatting.plural(positive, 'yes label')} and "
-                f"{formatting.plural(negative, 'rejection')}."
-            )
+            return
+        text = (
+            f"{formatting.plural(stats.tracks, 'track carries', 'tracks carry')} your tags: "
+            f"{formatting.plural(stats.positive, 'yes label')} and "
+            f"{formatting.plural(stats.negative, 'rejection')}."
+        )
+        shown = stats.tags[:MAX_TAGS_SHOWN]
+        per_tag = ", ".join(
+            f"{t.tag} {t.positive}" + (f" (✗ {t.negative})" if t.negative else "") for t in shown
+        )
+        more = len(stats.tags) - len(shown)
+        text += f"\nPer tag: {per_tag}" + (f" and {more} more" if more > 0 else "") + "."
+        self.counts.setText(text)
 
     def _use(self) -> None:
         model_id = self.model.currentData()
