@@ -7,6 +7,7 @@ to filter; the GUI filters and sorts 100k rows). Schema changes are forward migr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -164,10 +165,15 @@ class DatabaseError(MusicSSLError, RuntimeError):
 
 
 def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+    """A consistent copy (SQLite's online backup API) of the DB as it is before migrating.
+
+    It is written under a `.partial` name and renamed when complete, so a crash mid-copy never
+    leaves a file that looks like a good backup."""
     target = path.with_name(f"{path.name}.v{version}-{time.strftime('%Y%m%d-%H%M%S')}.bak")
-    with sqlite3.connect(target) as dest:
+    partial = target.with_name(target.name + ".partial")
+    with contextlib.closing(sqlite3.connect(partial)) as dest:
         conn.backup(dest)
-    dest.close()
+    os.replace(partial, target)
     return target
 
 
@@ -184,8 +190,11 @@ def migrate(conn: sqlite3.Connection, path: Path | None, target: int = SCHEMA_VE
     for version in range(current, target):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            MIGRATIONS[version](conn)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
+            # Re-read under the write lock: another process opening the same old file may have
+            # applied this step while we waited, and running it twice fails ("table exists").
+            if conn.execute("PRAGMA user_version").fetchone()[0] == version:
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

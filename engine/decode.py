@@ -26,6 +26,7 @@ import numpy as np
 import soxr
 
 from .errors import MusicSSLError
+from .metadata import CANNOT_READ
 
 __all__ = [
     "AudioInfo",
@@ -59,6 +60,11 @@ _MAX_BAD_PACKET_SHARE = 0.1
 DECODER_THREAD_TYPE = "NONE"
 # Source samples per soxr call: per-call overhead dominates with 1152-sample mp3 frames.
 _SOXR_BATCH = 1 << 15
+# Source rates decoded at all. A damaged WAV header claiming 1 Hz made a 200 KB file take 275 s:
+# every source sample became 22,050 output samples. No real audio is that slow,
+# and nothing past 1 MHz is PCM audio (DSD decodes at 352.8 kHz).
+_MIN_SOURCE_RATE = 1000
+_MAX_SOURCE_RATE = 1_000_000
 # swr's stereo->mono matrix is (L+R)*0.707; normalising it to a plain mean keeps mono and stereo
 # copies of a song at the same level and keeps every sample within [-1, 1].
 _DOWNMIX_OPTIONS = {"rematrix_maxval": "1.0"}
@@ -237,23 +243,34 @@ def _as_decode_error(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def _reason(exc: BaseException) -> str:
-    """The FFmpeg/OS message without the path PyAV appends (DecodeError adds it once)."""
+    """The FFmpeg/OS message without the path PyAV appends (DecodeError adds it once).
+
+    FFmpeg's bare "End of file" (an Ogg page or header cut short) says nothing to a user, so it
+    is spelled out."""
+    if isinstance(exc, av.EOFError):
+        return "unexpected end of file (truncated, still being copied, or not audio)"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return str(text)
 
 
 def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """Open for reading. A file the OS will not hand over (gone with an unplugged drive, no
+    permission) gets the scanner's CANNOT_READ reason, so the next scan retries it instead of
+    leaving a good track marked broken for ever."""
     name = str(path)
     try:
         size = os.stat(name).st_size
     except OSError as exc:
-        raise DecodeError(name, _reason(exc)) from exc
+        raise DecodeError(name, f"{CANNOT_READ}: {_reason(exc)}") from exc
     if Path(name).is_dir():
         raise DecodeError(name, "is a directory")
     if size == 0:
         raise DecodeError(name, "empty file")
     with _as_decode_error(name):
-        return av.open(name, "r", **_OPEN_OPTIONS)
+        try:
+            return av.open(name, "r", **_OPEN_OPTIONS)
+        except (PermissionError, FileNotFoundError) as exc:  # PyAV's errors subclass these
+            raise DecodeError(name, f"{CANNOT_READ}: {_reason(exc)}") from exc
 
 
 def _audio_stream(path: str | os.PathLike[str], container: av.container.InputContainer):
@@ -368,6 +385,9 @@ class _Source:
         first = self._head
         assert first is not None
         self.rate = int(first.sample_rate)
+        if not _MIN_SOURCE_RATE <= self.rate <= _MAX_SOURCE_RATE:
+            self.close()
+            raise DecodeError(self.path, f"{self.rate} Hz is not an audio sample rate")
         st = self._stream
         tb = st.time_base
         self._time_base = tb

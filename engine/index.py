@@ -18,9 +18,12 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
+import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,6 +51,9 @@ _GROWTH = 1.5  # geometric, but gentler than 2x: at 1M x 512-d each slot is ~2.2
 _READ_SIZE = 8 * 2**20
 _CHECKPOINT_ABOVE = 64 * 2**20
 _ADD_BATCH = 4096  # the lock is released between batches so GUI queries interleave with analysis
+_SCRATCH_PREFIX = "musicssl-index-"
+_SCRATCH_RE = re.compile(rf"^{_SCRATCH_PREFIX}(\d+)-")
+_SCRATCH_STALE_S = 3600  # far longer than saving even a 2 GB index takes
 
 
 def _hnswlib_version() -> str | None:
@@ -90,6 +96,50 @@ def _scratch_dir(db: sqlite_utils.Database) -> str | None:
         if name == "main" and file:
             return str(Path(file).parent)
     return None
+
+
+def _scratch(db: sqlite_utils.Database) -> tempfile.TemporaryDirectory:
+    """A temporary folder for the index file, named with our pid.
+
+    A kill -9 during save or load leaves that folder behind with a file as large as the index;
+    those of dead processes are removed here. Only old ones: a process in another pid namespace
+    (a sandboxed app beside a host CLI) can look dead while it is still writing its file."""
+    folder = _scratch_dir(db)
+    if folder is not None:
+        _remove_stale_scratch(folder)
+    return tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=folder)
+
+
+def _remove_stale_scratch(folder: str) -> None:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _SCRATCH_RE.match(name)
+        path = os.path.join(folder, name)
+        if match and not _alive(int(match.group(1))) and _age(path) > _SCRATCH_STALE_S:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists; True when unsure (on Windows os.kill(pid, 0) would kill it)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's live process
+        return True
+    return True
 
 
 class SimilarityIndex:
@@ -318,7 +368,7 @@ class SimilarityIndex:
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
-        with tempfile.TemporaryDirectory(prefix="musicssl-index-", dir=_scratch_dir(db)) as tmp:
+        with _scratch(db) as tmp:
             path = os.path.join(tmp, "index.bin")
             with self._lock:
                 params = self.params()
@@ -393,7 +443,7 @@ class SimilarityIndex:
             if crcs or element_count:
                 raise IndexLoadError("saved index has data but no dimension")
             return index
-        with tempfile.TemporaryDirectory(prefix="musicssl-index-", dir=_scratch_dir(db)) as tmp:
+        with _scratch(db) as tmp:
             path = os.path.join(tmp, "index.bin")
             with open(path, "wb") as f:
                 expected_seq, size = _copy_chunks(db.conn, model_id, crcs, f)

@@ -15,6 +15,8 @@ entries are resolved against the playlist file's folder. Rules worth knowing:
   reported under the Windows reading, which is almost always what the author meant. A
   drive-qualified path (`C:\\Music\\x.mp3`) cannot exist on POSIX; like any relative path it is
   joined to the playlist's folder, so it shows up as missing.
+- A percent-encoded name that is not UTF-8 (`file:///m/%E9t%E9.mp3`) is returned with `\\xNN`
+  escapes, as the scanner stores such names: it matches the library's row, never opens a file.
 - Text encoding: XSPF follows its XML declaration. M3U/M3U8/PLS are UTF-8 when they decode as
   such, else cp1252, else Latin-1 (an .m3u8 with stray 8-bit bytes gets the same leniency). A
   UTF-8 (or UTF-16) byte-order mark is honoured and dropped.
@@ -62,6 +64,7 @@ MAX_PLAYLIST_BYTES = 64 * 1024 * 1024
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 _FILE_URI_RE = re.compile(r"^file:/", re.I)
 _NEWLINE_RE = re.compile(r"\r\n|\r|\n")  # not str.splitlines(): names may contain U+2028, U+0085
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _EXTINF_RE = re.compile(r'^#EXTINF:\s*(-?\d+(?:\.\d*)?)?((?:[^,"]|"[^"]*")*),(.*)$', re.I)
 _DRIVE_URI_RE = re.compile(r"^/[A-Za-z]:")
 # Characters XML 1.0 cannot carry at all (C0 controls except tab/newline/CR, lone surrogates...).
@@ -226,7 +229,18 @@ def _resolve(raw: str, base: str, uri: bool = False) -> tuple[str | None, str | 
     full = os.path.normpath(os.path.join(base, value))
     if not os.path.isabs(full):  # a drive-relative path on Windows ("C:x.mp3")
         full = os.path.abspath(full)
-    return full, None
+    return _as_text(full), None
+
+
+def _as_text(path: str) -> str:
+    """The path as valid text: name bytes that are not UTF-8 (percent-encoded in a URI) become
+    `\\xNN`, the form in which the scanner stores such a file's name. Left as surrogates they
+    made SQLite refuse the query, which aborted the scan that imported the playlist."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
 
 
 def _split_display(text: str) -> tuple[str | None, str | None]:
@@ -291,7 +305,7 @@ def _parse_pls(path: str, text: str, base: str) -> ParsedPlaylist:
     lengths: dict[int, str] = {}
     section: str | None = None
     seen_playlist = False
-    key_re = re.compile(r"^(file|title|length)(\d+)$")
+    key_re = re.compile(r"^(file|title|length)(\d{1,9})$")  # int() refuses 5,000 digits
     for line in _NEWLINE_RE.split(text):
         line = line.strip()
         if not line or line.startswith((";", "#")):
@@ -427,7 +441,9 @@ def _line_safe(path: str, is_relative: bool) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(_NEWLINE_RE.split(text)).strip()
+    """Metadata for one M3U/PLS line: line breaks and control characters become spaces (a NUL
+    made the file unreadable: `parse_playlist` rejects it as binary data)."""
+    return _CONTROL_RE.sub(" ", " ".join(_NEWLINE_RE.split(text))).strip()
 
 
 def _display(entry: Entry) -> str:

@@ -90,7 +90,7 @@ class _Row:
     size: int | None
     mtime: float | None
     missing: int
-    retry: bool  # failed for an OS reason (permissions): a chmod does not change size or mtime
+    retry: bool  # failed for an OS reason (permissions, drive gone): size and mtime stay the same
 
 
 @dataclass
@@ -146,9 +146,9 @@ class _Scan:
     def load_under(self, root: str) -> None:
         low, high = _prefix_bounds(root)
         rows = self.db.execute(
-            "SELECT path, id, size, mtime, missing, status = 'error' AND error LIKE ? FROM tracks "
-            "WHERE path = ? OR (path >= ? AND path < ?)",
-            [CANNOT_READ + "%", root, low, high],
+            "SELECT path, id, size, mtime, missing, status = 'error' AND instr(error, ?) > 0 "
+            "FROM tracks WHERE path = ? OR (path >= ? AND path < ?)",
+            [CANNOT_READ, root, low, high],
         )
         for path, id_, size, mtime, missing, retry in rows:
             self.existing[path] = _Row(id_, size, mtime, missing, bool(retry))
@@ -244,7 +244,7 @@ class _Scan:
         elif ext in PLAYLIST_EXTENSIONS:
             try:
                 if entry.is_file():
-                    self.report.playlist_files.append(path)
+                    self.add_playlist(path)
                 elif entry.is_symlink():
                     self.broken_link(path)
             except OSError:
@@ -256,6 +256,14 @@ class _Scan:
             except OSError:
                 pass
         return None
+
+    def add_playlist(self, path: str) -> None:
+        """A playlist file to import after the scan. One whose name SQLite cannot store (invalid
+        UTF-8) is an error row: importing it aborted the whole scan, on every rescan."""
+        if _storable(path)[1]:
+            self.folder_error(path, BAD_NAME)
+        else:
+            self.report.playlist_files.append(path)
 
     def broken_link(self, path: str) -> None:
         try:
@@ -372,6 +380,16 @@ class _Scan:
                     self.report.errors.append((item.path, error))
 
 
+def record_error(db: sqlite_utils.Database, path: str, message: str) -> None:
+    """Keep a problem found after the walk (a playlist file that cannot be read) in `scan_errors`,
+    where `musicssl errors` and the GUI list it; the next scan of its folder clears it."""
+    with dbmod.transaction(db) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO scan_errors (path, error, seen_at) VALUES (?, ?, ?)",
+            (_storable(path)[0], message, dbmod.now()),
+        )
+
+
 def _classify(
     paths: Sequence[str | os.PathLike[str]],
 ) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -437,7 +455,7 @@ def scan(
             continue  # the folder walk meets it
         job.load_under(shown)
         if os.path.splitext(path)[1].lower() in PLAYLIST_EXTENSIONS:
-            job.report.playlist_files.append(path)
+            job.add_playlist(path)
             continue
         single_files.append(path)
 
