@@ -133,6 +133,8 @@ def cmd_playlist(lib: Library, args: argparse.Namespace) -> int:
             print(f"playlist {result.playlist_id}: {result.matched} tracks")
             for path in result.missing:
                 print(f"  not found: {path}")
+            for path, reason in result.flagged.items():
+                print(f"  not added: {path} ({reason})")
             if result.skipped_urls:
                 print(f"  {result.skipped_urls} stream URLs skipped")
     return 0
@@ -272,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="musicssl", description="Organise a music library with learned audio understanding."
     )
     _add_common(parser)
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation end to end on generated audio (never the user's library)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -374,6 +381,10 @@ def _can_show_windows() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.self_test:
+        from .selftest import run_self_test
+
+        return run_self_test()
     if args.command is None and not args.json and _can_show_windows():
         from musicssl.app.main import main as gui_main  # the app depends on the engine, not back
 
