@@ -595,11 +595,14 @@ class Pretrainer:
         bad_steps = 0
         started = time.monotonic()
         examples = 0
+        waited = 0.0  # time blocked on the data loader: the stall share in the log
         batches = self.batches.iterate(self.step)
         with distributed.global_negatives(ctx):
             try:
                 while self.step < total and not limit.reached(self.step):
+                    before = time.monotonic()
                     epoch, batch = next(batches)
+                    waited += time.monotonic() - before
                     batch = to_device(batch, self.device)
                     batch = augment_views(batch, self.augment, self.generators["augment"])
                     loss, metrics = self.runner(batch, self.step, total)
@@ -629,8 +632,8 @@ class Pretrainer:
                     if cfg.collapse_every and self.step % cfg.collapse_every == 0:
                         window[-1].update(self._collapse(batch))
                     if self.step % max(1, cfg.log_every) == 0 or self.step == total:
-                        self._log_window(window, epoch, lr, started, examples, bar)
-                        window, examples, started = [], 0, time.monotonic()
+                        self._log_window(window, epoch, lr, started, examples, waited, bar)
+                        window, examples, waited, started = [], 0, 0.0, time.monotonic()
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save()
             except KeyboardInterrupt:
@@ -641,7 +644,7 @@ class Pretrainer:
                 raise
         bar.close()
         if window:
-            self._log_window(window, epoch, lr, started, examples, bar)
+            self._log_window(window, epoch, lr, started, examples, waited, bar)
         self._save_final()
         return self.out
 
@@ -651,11 +654,12 @@ class Pretrainer:
         elif self.ctx.is_main:
             self.log.flush(force_plot=True)
 
-    def _log_window(self, window, epoch, lr, started, examples, bar) -> None:
+    def _log_window(self, window, epoch, lr, started, examples, waited, bar) -> None:
         means = distributed.all_reduce_mean(window_means(window), self.ctx)
         elapsed = max(1e-9, time.monotonic() - started)
         row = {"step": self.step, "epoch": epoch, "lr": lr, **means}
         row["examples_per_s"] = examples * self.ctx.world_size / elapsed
+        row["data_wait_share"] = waited / elapsed
         self.log.log(row)
         self.log.flush(plot=False)
         if self.ctx.is_main:
