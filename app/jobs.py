@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from musicssl.engine.analysis import AnalysisOptions, AnalysisReport
 from musicssl.engine.analysis_process import AnalysisProcess
+from musicssl.engine.analysis_types import AnalysisOptions, AnalysisReport
 from musicssl.engine.folders import FolderRemoval
 from musicssl.engine.library import Library
 from musicssl.engine.scanner import ScanReport

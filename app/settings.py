@@ -8,7 +8,7 @@ Tests pass their own `QSettings` (an INI file in a temp folder) so they never to
 
 from __future__ import annotations
 
-from musicssl.engine.analysis import AnalysisOptions
+from musicssl.engine.analysis_types import AnalysisOptions
 from musicssl.engine.excerpts import POLICIES, ExcerptPolicy
 from PySide6.QtCore import QByteArray, QSettings
 

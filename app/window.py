@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from musicssl.engine.analysis import AnalysisReport
+from musicssl.engine.analysis_types import AnalysisReport
 from musicssl.engine.embeddings import NotAnalyzedError
 from musicssl.engine.errors import MusicSSLError
 from musicssl.engine.library import Library
@@ -615,7 +615,21 @@ class MainWindow(QMainWindow):
             self.jobs.submit(AnalysisRunJob(self.settings.analysis_options()))
 
     def start(self) -> None:
-        """What the app does on launch: rescan remembered folders, analyse what is pending."""
+        """What the app does on launch: rescan remembered folders, analyse what is pending.
+
+        Only once the library table has its rows: rescanning a large library on the jobs
+        thread shares the GIL and the disk with the page loader and would delay the first paint.
+        """
+        if self.track_model.exact:
+            self._start_jobs()
+        else:
+            self.track_model.counted.connect(
+                self._start_jobs, Qt.ConnectionType.SingleShotConnection
+            )
+
+    def _start_jobs(self) -> None:
+        if self._closed:
+            return
         if self.lib.folders():
             self.rescan()
         elif self.lib.count(["status=new", "missing=0"]):

@@ -18,17 +18,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from . import db as dbmod
 from . import decode, embeddings, models
+from .analysis_types import AnalysisOptions, AnalysisReport
 from .bundle import Bundle, load_bundle
 from .device import configure_cpu_threads, select_device
 from .embedding_model import normalize
-from .excerpts import ExcerptChunk, ExcerptPolicy, excerpts
+from .excerpts import ExcerptChunk, excerpts
 from .index import open_index
 from .inference import make_runner
 
@@ -39,47 +40,6 @@ _DONE = object()
 @dataclass(frozen=True)
 class _Failure:
     message: str
-
-
-@dataclass
-class AnalysisOptions:
-    policy: ExcerptPolicy = field(default_factory=ExcerptPolicy)
-    batch_size: int = 32
-    device: str = "auto"
-    backend: str = "auto"
-    decode_threads: int = 1
-    commit_every: int = 16  # tracks per transaction: the most a crash can cost
-    limit: int | None = None
-    retry_errors: bool = False
-
-
-@dataclass
-class AnalysisReport:
-    model_id: str = ""
-    model_trained: bool = False
-    total: int = 0
-    analyzed: int = 0
-    failed: int = 0
-    cancelled: bool = False
-    seconds: float = 0.0
-    audio_seconds: float = 0.0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def speed(self) -> float:
-        """× real time, end to end."""
-        return self.audio_seconds / self.seconds if self.seconds else 0.0
-
-    def summary(self) -> str:
-        text = (
-            f"analysed {self.analyzed} of {self.total} tracks in {self.seconds:.1f} s "
-            f"({self.speed:.0f}× real time), {self.failed} failed"
-        )
-        if self.cancelled:
-            text += "; cancelled — run again to continue"
-        if not self.model_trained:
-            text += "; untrained model: similarity only, no auto tags"
-        return text
 
 
 @dataclass

@@ -30,11 +30,14 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from .analysis import AnalysisJob, AnalysisOptions, AnalysisReport
+from .analysis_types import AnalysisOptions, AnalysisReport
 from .errors import MusicSSLError
 from .excerpts import ExcerptPolicy
+
+if TYPE_CHECKING:
+    from .analysis import AnalysisJob
 
 Progress = Callable[[int, int, str], None]
 STDERR_TAIL_LINES = 60
@@ -208,6 +211,8 @@ def child_main(argv: list[str]) -> int:
     def send(message: dict[str, Any]) -> None:
         with write_lock:
             out.write(json.dumps(message) + "\n")
+
+    from .analysis import AnalysisJob  # torch: only in the child, never in the GUI
 
     job = AnalysisJob(
         db_path,

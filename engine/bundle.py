@@ -27,15 +27,18 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import safetensors
-import safetensors.torch
-import torch
-
-from .embedding_model import EmbeddingModel
-from .encoders import ARCHITECTURES, UnknownArchitectureError, build_encoder
+from .architectures import ARCHITECTURE_NAMES
 from .errors import MusicSSLError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .embedding_model import EmbeddingModel
+
+# torch and the encoders are imported where a network is built or its tensors read: listing
+# bundles and reading a config (the GUI's start) must not pay torch's import (3.6 s).
 
 FORMAT = "musicssl-bundle"
 FORMAT_VERSION = 1
@@ -215,6 +218,8 @@ def default_config(
         probe_params["sample_rate"] = sample_rate
     if embedding_dim is not None:
         probe_params["embedding_dim"] = embedding_dim
+    from .encoders import build_encoder
+
     encoder = build_encoder(architecture, **probe_params)
     tags = list(tags or [])
     config = BundleConfig(
@@ -239,6 +244,9 @@ def build_model(config: BundleConfig, source: str = CONFIG_NAME) -> EmbeddingMod
     A config can describe a network far larger than its weights (channels of 100,000 is 360 GB):
     the allocation then fails at once, and that is reported as a bad bundle, not a crash.
     """
+    from .embedding_model import EmbeddingModel
+    from .encoders import UnknownArchitectureError, build_encoder
+
     try:
         encoder = build_encoder(config.architecture, **config.encoder_params())
     except UnknownArchitectureError as exc:
@@ -382,8 +390,8 @@ def _parse_config(raw: _RawBundle) -> BundleConfig:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{raw.config_label}: not valid JSON: {exc}") from None
     config = BundleConfig.from_dict(data, raw.config_label)
-    if config.architecture not in ARCHITECTURES:
-        known = ", ".join(sorted(ARCHITECTURES))
+    if config.architecture not in ARCHITECTURE_NAMES:
+        known = ", ".join(sorted(ARCHITECTURE_NAMES))
         raise BundleError(
             f"{raw.config_label}: unknown encoder architecture {config.architecture!r} "
             f"(this MusicSSL knows: {known})"
@@ -462,6 +470,8 @@ def _check_tensors(
     ]
     if kinds:
         problems.append(f"wrong dtype: {_some(kinds)}")
+    import torch
+
     # NaN/inf weights would give NaN embeddings that poison the similarity index silently.
     broken = sorted(
         k
@@ -489,6 +499,8 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     config = _parse_config(raw)
     model = build_model(config, raw.config_label)
     _check_signal_record(config, raw)
+    import safetensors.torch
+
     try:
         tensors = safetensors.torch.load(raw.weights_bytes)
     except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
@@ -505,6 +517,8 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
 
 def weights_bytes(model: EmbeddingModel, config: BundleConfig) -> bytes:
     """The exact bytes `save_bundle` writes as model.safetensors (so callers can know the id)."""
+    import safetensors.torch
+
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # One metadata key only: safetensors serialises metadata from a hash map in random order,
     # and the bytes must be reproducible (they define the model_id).

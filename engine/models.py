@@ -24,7 +24,6 @@ from importlib import resources
 from pathlib import Path
 
 import sqlite_utils
-import torch
 
 from . import paths
 from .bundle import (
@@ -199,6 +198,8 @@ def ensure_baseline() -> BundleInfo:
                     f"{target}: expected the {BASELINE_NAME} bundle, found {info.name!r}"
                 )
             return info
+    import torch  # only to create the baseline (once per data folder): listing needs none
+
     root.mkdir(parents=True, exist_ok=True)
     config = default_config(
         BASELINE_NAME,

@@ -43,9 +43,22 @@ class TrackQuery:
 
     clauses: list[str] = field(default_factory=list)
     params: list[object] = field(default_factory=list)
+    # Clauses true for (nearly) every track, with the same test written so SQLite will not use
+    # an index for it (unary +): see `sql()`.
+    unselective: dict[int, str] = field(default_factory=dict)
 
     def where(self) -> str:
         return " AND ".join(self.clauses) if self.clauses else "1"
+
+    def _page_where(self) -> str:
+        """WHERE for a LIMIT page: when every clause is unselective (the library table's
+        `missing=0`), SQLite would otherwise pick the `missing` index and sort all 100,000 rows
+        for a page of 200 (27-63 ms); without it, it walks the sort column's index and stops
+        after the page (~1 ms). Selective filters keep the plan that scans and sorts, since
+        walking an index in a random order over rows that rarely match is slower still."""
+        if not self.clauses or len(self.unselective) < len(self.clauses):
+            return self.where()
+        return " AND ".join(self.unselective[i] for i in range(len(self.clauses)))
 
     def sql(
         self,
@@ -59,8 +72,9 @@ class TrackQuery:
             raise QueryError(f"cannot sort by {order_by!r}; choose one of {', '.join(SORTABLE)}")
         direction = "DESC" if descending else "ASC"
         text_sort = "" if COLUMNS.get(order_by, True) else " COLLATE NOCASE"
+        where = self.where() if limit is None else self._page_where()
         sql = (
-            f"SELECT {columns} FROM tracks WHERE {self.where()} "  # noqa: S608 - whitelisted names
+            f"SELECT {columns} FROM tracks WHERE {where} "  # noqa: S608 - whitelisted names
             f"ORDER BY {order_by}{text_sort} {direction}, id"
         )
         params = list(self.params)
@@ -124,5 +138,7 @@ def _add_column_clause(query: TrackQuery, name: str, op: str, value: str, numeri
             raise QueryError(f"{name}{op}{value}: {name} is text; use = or ~")
         arg = value
     collate = "" if numeric else " COLLATE NOCASE"
+    if (name, op, arg) == ("missing", "=", 0):  # the library's "present" filter: almost all
+        query.unselective[len(query.clauses)] = "+missing = ?"
     query.clauses.append(f"{name} {op} ?{collate}")
     query.params.append(arg)

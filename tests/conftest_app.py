@@ -96,16 +96,37 @@ def analysed_template(music_dir, session_data_dir, tmp_path_factory) -> Path:
     return path
 
 
+def _settle() -> None:
+    """Free what earlier tests left for later: closed widgets awaiting deleteLater, signals
+    still queued from worker threads, reference cycles. Without this, a window of the previous
+    test freed during the next one dropped thousands of references to None/True/False inside
+    that test, and the guard below failed whichever test came after a window test."""
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    for _ in range(3):  # deleting a widget can post more deferred deletes (its children's)
+        if QCoreApplication.instance() is not None:
+            QCoreApplication.processEvents()
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def bool_refcount_guard():
     """No test may lose references to None/True/False: PySide6 6.12.0 did, on every signal emit
     and overridden virtual call, until CPython < 3.12 freed a singleton and aborted (that
-    version is excluded in pyproject.toml; this catches a regression in a future one)."""
+    version is excluded in pyproject.toml; this catches a regression in a future one).
+    Set up first and torn down last (autouse), so both counts are taken with the windows of
+    this and earlier tests closed and freed."""
     import sys
 
     singletons = (None, True, False)
+    _settle()
     before = [sys.getrefcount(o) for o in singletons]
     yield
+    _close_windows()
+    _settle()
     after = [sys.getrefcount(o) for o in singletons]
     lost = [b - a for b, a in zip(before, after, strict=True)]
     assert max(lost) < 1000, f"references lost during the test (None, True, False): {lost}"
@@ -236,7 +257,9 @@ _OPEN_WINDOWS: list = []
 
 def _close_windows() -> None:
     while _OPEN_WINDOWS:
-        _OPEN_WINDOWS.pop().close()
+        window = _OPEN_WINDOWS.pop()
+        window.close()
+        window.deleteLater()
 
 
 @pytest.fixture
@@ -277,6 +300,8 @@ def make_window(qtbot, app_settings):
         qtbot.waitExposed(window)
         window.activateWindow()
         qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+        # The row count comes from the page-loader thread: tests start from the real one.
+        qtbot.waitUntil(lambda: window.track_model.exact, timeout=10000)
         _OPEN_WINDOWS.append(window)
         return window
 

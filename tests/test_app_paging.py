@@ -4,6 +4,7 @@ row with LIMIT/OFFSET for every sort column, filter and search. Real SQLite, rea
 from __future__ import annotations
 
 import os
+import threading
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -90,9 +91,10 @@ def test_loader_serves_deep_rows_and_follows_removals(qtbot, big):
     loader = PageLoader(big.path)
     try:
         model = TrackTableModel(big, loader=loader)
+        # The id list is read in the background straight away (its length is the count).
+        qtbot.waitUntil(lambda: model.exact and model._ids is not None, timeout=10000)
         count = model.rowCount()
-        # The id list is read in the background straight away; a deep row then loads.
-        qtbot.waitUntil(lambda: model._ids is not None, timeout=10000)
+        assert count == big.count(model.filters)
         deep = model.index(count - 1, 0)
         with qtbot.waitSignal(model.dataChanged, timeout=10000):
             assert deep.data() == "…"
@@ -106,5 +108,67 @@ def test_loader_serves_deep_rows_and_follows_removals(qtbot, big):
         assert model.rowCount() == count - 100
         last = model.rowCount() - 1
         assert model.track_id(last) == offset_rows(big, model, last, 1)[0]
+    finally:
+        loader.stop()
+
+
+def test_filter_and_sort_run_no_sql_on_the_gui_thread(qtbot, big):
+    """Counting a search is a full scan: the model asks the loader, never its own connection."""
+    loader = PageLoader(big.path)
+    statements: list[str] = []
+    try:
+        model = TrackTableModel(big, loader=loader)
+        qtbot.waitUntil(lambda: model.exact, timeout=10000)
+        big.db.conn.set_trace_callback(statements.append)
+        for change in (
+            lambda: model.set_search("Song 1"),
+            lambda: model.sort(0, Qt.SortOrder.DescendingOrder),
+            lambda: model.set_extra_filters(["genre=Jazz"]),
+            model.refresh,
+        ):
+            change()
+            qtbot.waitUntil(lambda: model.exact and not model._ids_requested, timeout=10000)
+        assert statements == []
+        big.db.conn.set_trace_callback(None)
+        assert model.rowCount() == big.count(model.filters, model.search)
+        assert model_rows(model, 0, 20) == offset_rows(big, model, 0, 20)
+    finally:
+        big.db.conn.set_trace_callback(None)
+        loader.stop()
+
+
+def test_loader_serves_pages_before_the_id_list(qtbot, big):
+    loader = PageLoader(big.path)
+    release = threading.Event()
+    served: list[int] = []
+    loader.loaded.connect(lambda _gen, key, _result: served.append(key))
+    try:
+        loader.request(0, 99, lambda lib: release.wait(10))  # keeps the loader busy
+        qtbot.waitUntil(lambda: not loader._requests, timeout=10000)
+        loader.request(1, 0, lambda lib: lib.tracks(limit=PAGE_SIZE))
+        loader.request(1, -1, lambda lib: lib.track_ids())  # newer, yet served after the page
+        release.set()
+        qtbot.waitUntil(lambda: len(served) == 3, timeout=10000)
+        assert served == [99, 0, -1]
+    finally:
+        loader.stop()
+
+
+def test_a_stale_read_is_interrupted_for_the_new_query(qtbot, big):
+    loader = PageLoader(big.path)
+    served: list[tuple[int, int, object]] = []
+    loader.loaded.connect(lambda gen, key, result: served.append((gen, key, result)))
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000)"
+        " SELECT count(*) FROM c"
+    )
+    try:
+        loader.request(1, -1, lambda lib: lib.db.execute(endless).fetchone())
+        qtbot.waitUntil(lambda: loader._running == 1, timeout=10000)
+        loader.forget_before(2)  # the user sorted again: the old id list is not wanted
+        loader.request(2, 0, lambda lib: [t["id"] for t in lib.tracks(limit=5)])
+        qtbot.waitUntil(lambda: len(served) == 2, timeout=30000)
+        assert served[0] == (1, -1, None)  # interrupted, not finished
+        assert served[1] == (2, 0, [t["id"] for t in big.tracks(limit=5)])
     finally:
         loader.stop()

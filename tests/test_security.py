@@ -403,7 +403,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "engine/track_query.py": {
         "test",
         "columns",
-        "self.where()",
+        "where",
         "order_by",
         "text_sort",
         "direction",

@@ -228,3 +228,29 @@ def test_duplicates_need_matching_durations(db):
             conn.execute("UPDATE tracks SET duration = ? WHERE id = ?", [duration, tid])
     index = open_index(db, MODEL)
     assert duplicates(db, index) == [[1, 2]]
+
+
+def test_library_index_is_rechecked_only_after_a_commit(lib, tmp_path):
+    """The checksum is skipped while the DB is unchanged, yet another connection's analysis
+    (another process) and this connection's own writes are both picked up."""
+    from musicssl.engine.library import Library
+
+    db, _ = lib
+    with transaction(db) as conn:
+        emb.publish_index_model(conn, MODEL, True)
+    library = Library(tmp_path / "library.db")
+    try:
+        first = library.index()
+        statements: list[str] = []
+        library.db.conn.set_trace_callback(statements.append)
+        assert library.index() is first
+        library.db.conn.set_trace_callback(None)
+        assert statements == ["PRAGMA data_version"]  # no checksum scan
+        with transaction(db) as conn:  # another connection adds a near-twin of the seed
+            add_track(conn, 22, toward(axis(0), axis(1), 0.01))
+        assert ids(library.similar([1], n=1)) == [22]
+        with transaction(library.db) as conn:  # this connection's own write
+            add_track(conn, 23, toward(axis(0), axis(1), 0.001))
+        assert ids(library.similar([1], n=1)) == [23]
+    finally:
+        library.close()

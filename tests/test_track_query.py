@@ -68,3 +68,29 @@ def test_injection_attempts_are_data_not_sql(rows):
 def test_bad_filters_explain_themselves(text, message):
     with pytest.raises(QueryError, match=message):
         parse_filters([text])
+
+
+def test_a_page_of_present_tracks_walks_the_sort_index(db):
+    """The library's first page must not sort every track (see TrackQuery._page_where)."""
+    with dbmod.transaction(db) as conn:
+        conn.executemany(
+            "INSERT INTO tracks (id, path, title, missing, status, added_at, updated_at) "
+            "VALUES (?, ?, ?, ?, 'new', 0, 0)",
+            [(i, f"/m/{i}.mp3", f"t{(i * 37) % 101:03d}", int(i % 7 == 0)) for i in range(1, 301)],
+        )
+
+    def plan(sql, params):
+        return " | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+    present = parse_filters(["missing=0"])
+    for descending in (False, True):
+        sql, params = present.sql("id", "title", descending, 10, 5)
+        assert "idx_tracks_title" in plan(sql, params), plan(sql, params)
+        page = [r[0] for r in db.execute(sql, params)]
+        assert page == ids(db, ["missing=0"], order_by="title", descending=descending)[5:15]
+    # A selective filter keeps the scan-and-sort plan (and the same rows).
+    sql, params = parse_filters(["missing=0"], "t01").sql("id", "title", False, 10, 0)
+    assert "+missing" not in sql
+    assert [r[0] for r in db.execute(sql, params)] == ids(
+        db, ["missing=0"], "t01", order_by="title"
+    )[:10]

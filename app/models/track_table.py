@@ -15,6 +15,12 @@ With a `PageLoader` (the window always passes one) pages are fetched on a worker
 not loaded yet shows a placeholder for a moment, and a refresh while a job runs keeps showing
 the old values until the new page arrives (no flicker). Without one, pages are read on the
 calling thread, which is simpler for scripts and tests. `track(row)` always answers at once.
+
+Why the count comes from the loader too: counting a search is a full-table text scan (145-220
+ms over 100,000 tracks, bench/scale_bench.py), which froze the window on every filter. So a new
+sort/filter keeps the old row count as a provisional one, asks for the first page (served
+before the id list, so rows appear after one LIMIT query) and the id list, whose length is the
+exact count; a page shorter than PAGE_SIZE is already exact.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from PySide6.QtCore import (
     QModelIndex,
     QPersistentModelIndex,
     Qt,
+    Signal,
 )
 from PySide6.QtGui import QBrush, QFont, QPalette
 from PySide6.QtWidgets import QApplication
@@ -55,11 +62,27 @@ COLUMNS: list[tuple[str, str]] = [
 ]
 STATUS_TEXT = {"new": "Waiting", "analyzed": "Analysed", "error": "Unreadable"}
 
+# data() runs ~8 times per painted cell (one per role the delegate asks for): on a full window
+# that is ~2,000 calls per repaint, 20-100 ms on a loaded machine. So roles are plain ints
+# looked up once, roles the model never answers return at once, and the alignment flag is
+# combined once (combining Qt flags builds a Python enum member on every call).
+DISPLAY = int(Qt.ItemDataRole.DisplayRole)
+USER = int(Qt.ItemDataRole.UserRole)
+TOOLTIP = int(Qt.ItemDataRole.ToolTipRole)
+ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole)
+FOREGROUND = int(Qt.ItemDataRole.ForegroundRole)
+FONT = int(Qt.ItemDataRole.FontRole)
+ANSWERED = frozenset({DISPLAY, USER, TOOLTIP, ALIGNMENT, FOREGROUND, FONT})
+RIGHT_ALIGNED = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
+NUMERIC = frozenset({"year", "duration"})
+
 Index = QModelIndex | QPersistentModelIndex
 
 
 class TrackTableModel(QAbstractTableModel):
     """Rows are tracks matching `filters` + `search`, ordered by one column."""
+
+    counted = Signal()  # the exact row count has arrived from the loader (`exact` is True)
 
     def __init__(
         self,
@@ -76,6 +99,7 @@ class TrackTableModel(QAbstractTableModel):
         self._stale: set[int] = set()
         self._ids: list[int] | None = None  # every row's track id, in order, once read
         self._ids_requested = False
+        self._recount = False  # a refresh came while the id list was being read
         if loader is not None:
             loader.loaded.connect(self._on_loaded)
         self.base_filters = list(filters)
@@ -85,8 +109,12 @@ class TrackTableModel(QAbstractTableModel):
         self.descending = False
         self._pages: OrderedDict[int, list[dict[str, Any] | None]] = OrderedDict()
         self.pages_fetched = 0  # for tests and the bench: proves paging is lazy
-        self._count = self._query_count()
-        self._prefetch_ids()
+        self._count = 0
+        self.exact = loader is None  # False while the row count is provisional
+        if loader is None:
+            self._count = self._query_count()
+        else:
+            self._request_head()
 
     # -- query -------------------------------------------------------------------------------
     @property
@@ -116,28 +144,35 @@ class TrackTableModel(QAbstractTableModel):
         self._stale.clear()
         self._ids = None
         self._ids_requested = False
-        if self.loader is not None:
+        self._recount = False
+        if self.loader is None:
+            self._count = self._query_count()
+        else:
             self.loader.forget_before(self._generation)
-        self._count = self._query_count()
+            self.exact = False  # the old count stands in until the loader answers
         self.endResetModel()
-        self._prefetch_ids()
+        if self.loader is not None:
+            self._request_head()
 
     def refresh(self) -> None:
         """Pick up rows written by a background job without resetting the view.
 
         The scroll position and the selected rows stay; the cells are re-read. Used while a
-        scan or analysis is running, so the table fills in as results arrive.
+        scan or analysis is running, so the table fills in as results arrive. With a loader the
+        count is checked there too (the old id list serves until a new one arrives).
         """
+        if self.loader is not None:
+            self._stale = set(self._pages)  # shown until the fresh page arrives
+            if self._ids_requested:  # that read may predate the job's last commit
+                self._recount = True
+            else:
+                self._request_ids(known=None if self._ids is None else len(self._ids))
+            self._all_changed()
+            return
         new_count = self._query_count()
         if self._ids is not None and len(self._ids) != new_count:
-            if self.loader is None:
-                self._ids = None  # read again on demand
-            else:
-                self._request_ids()  # the old list serves until the new one arrives
-        if self.loader is None:
-            self._pages.clear()
-        else:
-            self._stale = set(self._pages)  # shown until the fresh page arrives
+            self._ids = None  # read again on demand
+        self._pages.clear()
         self._set_count(new_count)
         self._all_changed()
 
@@ -178,24 +213,32 @@ class TrackTableModel(QAbstractTableModel):
             return lambda lib: lib.tracks(**args)
         return None
 
-    def _prefetch_ids(self) -> None:
-        """With a loader, a list that deep pages will need is read at once, in the background."""
-        if self.loader is not None and self._count > DIRECT_PAGES * PAGE_SIZE:
-            self._request_ids()
+    def _request_head(self) -> None:
+        """The first page and the id list (the loader serves the page first)."""
+        self._request_ids()
+        self._request(0)
 
-    def _request_ids(self) -> None:
+    def _request_ids(self, known: int | None = None) -> None:
+        """Read the ordered id list on the loader; with `known`, a refresh's: the list is only
+        read again when the count differs (the loader then answers with the count itself)."""
         if self._ids_requested or self.loader is None:
             return
         self._ids_requested = True
         order = self._order()
-        dropped = self.loader.request(self._generation, IDS, lambda lib: lib.track_ids(**order))
-        self._forget_dropped(dropped)
+
+        def read(lib: Library) -> list[int] | int:
+            if known is not None and lib.count(order["filters"], order["search"]) == known:
+                return known
+            return lib.track_ids(**order)
+
+        self._forget_dropped(self.loader.request(self._generation, IDS, read))
 
     def _forget_dropped(self, dropped: list[int]) -> None:
         for key in dropped:
+            self._pending.discard(key)
             if key == IDS:
                 self._ids_requested = False
-            self._pending.discard(key)
+                self._request_ids()  # the count depends on it: ask again (served after pages)
 
     def _store(self, number: int, page: list[dict[str, Any] | None]) -> None:
         self._pages[number] = page
@@ -234,24 +277,38 @@ class TrackTableModel(QAbstractTableModel):
             return
         if key == IDS:
             self._ids_requested = False
-            if result is None:
-                return
-            changed = self._ids is not None
-            self._ids = result
-            if changed:  # a refresh: rows came or went, so every page moved
-                self._stale = set(self._pages)
-            self._set_count(len(result))
-            self._all_changed()
+            if result is not None and not isinstance(result, int):  # int: a refresh, no change
+                changed = self._ids is not None
+                self._ids = result
+                if changed:  # a refresh: rows came or went, so every page moved
+                    self._stale = set(self._pages)
+                self._set_count(len(result))
+                self._all_changed()
+                self._counted()
+            if self._recount:
+                self._recount = False
+                self._request_ids(known=None if self._ids is None else len(self._ids))
             return
         self._pending.discard(key)
         if result is None:
             return
         self.pages_fetched += 1
         self._store(key, result)
+        if key == 0 and not self.exact:
+            if len(result) < PAGE_SIZE:  # the whole result: the count is known
+                self._set_count(len(result))
+                self._counted()
+            elif self._count < len(result):
+                self._set_count(len(result))  # at least a page; the id list gives the rest
         first = key * PAGE_SIZE
         last = min(self._count, first + PAGE_SIZE) - 1
         if last >= first:
             self.dataChanged.emit(self.index(first, 0), self.index(last, len(COLUMNS) - 1))
+
+    def _counted(self) -> None:
+        if not self.exact:
+            self.exact = True
+            self.counted.emit()
 
     def _cached(self, row: int) -> dict[str, Any] | None:
         """The row if its page is loaded (asking the loader for it, or a fresher copy)."""
@@ -292,31 +349,32 @@ class TrackTableModel(QAbstractTableModel):
             return COLUMNS[section][1]
         return None
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
+    def data(self, index: Index, role: int = DISPLAY) -> Any:
+        role = int(role)
+        if role not in ANSWERED or not index.isValid():
             return None
         track = self._cached(index.row())
         if track is None:
-            if role == Qt.ItemDataRole.DisplayRole and index.column() == 0:
+            if role == DISPLAY and index.column() == 0:
                 return "…"  # loading
             return None
         key = COLUMNS[index.column()][0]
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role == DISPLAY:
             return self._display(track, key)
-        if role == Qt.ItemDataRole.UserRole:
+        if role == USER:
             return track["id"]
-        if role == Qt.ItemDataRole.ToolTipRole:
+        if role == TOOLTIP:
             if track.get("error"):
                 return f"{track['path']}\n{track['error']}"
             return track["path"]
-        if role == Qt.ItemDataRole.TextAlignmentRole and key in ("year", "duration"):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole and (
-            track.get("missing") or track.get("status") == "error"
-        ):
+        if role == ALIGNMENT:
+            return RIGHT_ALIGNED if key in NUMERIC else None
+        if role == FOREGROUND:
+            if not (track.get("missing") or track.get("status") == "error"):
+                return None
             palette = QApplication.palette()
             return QBrush(palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
-        if role == Qt.ItemDataRole.FontRole and track.get("missing"):
+        if track.get("missing"):  # FONT
             font = QFont()
             font.setItalic(True)
             return font
