@@ -254,6 +254,23 @@ def cmd_models(lib: Library, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_folders(lib: Library, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        folders = lib.folders()
+        if args.json:
+            _print_json(folders)
+        for folder in [] if args.json else folders:
+            print(folder)
+        return 0
+    plan = lib.folder_removal(args.folder)  # FolderNotFound (a MusicSSLError) lists the folders
+    if not args.yes:
+        # Removing forgets the user's tags on these tracks: say what goes before doing it.
+        print(f"would remove {plan.summary()} (files on disk are never touched); add --yes")
+        return 1
+    print(f"removed {lib.remove_folder(args.folder).summary()} (files on disk untouched)")
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser, default: Any = None) -> None:
     """`--db`/`--json` work before or after the command; SUPPRESS keeps an earlier value."""
     p.add_argument(
@@ -342,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("use", help="make a bundle the active model")
     _add_common(a, argparse.SUPPRESS)
     a.add_argument("model", help="name or model id")
+
+    p = command("folders", cmd_folders, "library folders (rescanned by the app); remove one")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _add_common(actions.add_parser("list", help="remembered library folders"), argparse.SUPPRESS)
+    a = actions.add_parser("remove", help="forget a folder's tracks, tags and index entries")
+    _add_common(a, argparse.SUPPRESS)
+    a.add_argument("folder")
+    a.add_argument("--yes", action="store_true", help="do it (without: only say what would go)")
 
     p = command("playlist", cmd_playlist, "create, fill, export and import playlists")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -90,6 +90,25 @@ def test_rescan_is_incremental(music, tmp_path, capsys):
     assert report["added"] == 0 and report["updated"] == 0 and report["unchanged"] >= 3
 
 
+def test_folders_remove_asks_first_and_never_touches_files(music, tmp_path, capsys):
+    db = tmp_path / "lib.db"
+    run(capsys, "scan", music, "--db", db)
+    code, out = run(capsys, "folders", "list", "--db", db, "--json")
+    assert json.loads(out) == [str(music)]
+    files = sorted(p.name for p in (music / "Sunny Album").iterdir())
+    code, out = run(capsys, "folders", "remove", music, "--db", db)
+    assert code == 1 and "would remove 4 tracks, 1 imported playlist" in out
+    code, out = run(capsys, "--db", db, "status", "--json")
+    assert json.loads(out)["tracks"] >= 3  # nothing removed without --yes
+    code, out = run(capsys, "folders", "remove", music, "--db", db, "--yes")
+    assert code == 0 and "removed 4 tracks" in out
+    code, out = run(capsys, "tracks", "--db", db, "--json")
+    assert json.loads(out) == []
+    assert sorted(p.name for p in (music / "Sunny Album").iterdir()) == files
+    assert main(["folders", "remove", str(tmp_path / "elsewhere"), "--db", str(db)]) == 2
+    assert "is not a library folder" in capsys.readouterr().err
+
+
 def test_bad_input_gives_a_clear_error_not_a_traceback(tmp_path, capsys):
     db = tmp_path / "lib.db"
     assert main(["tracks", "--db", str(db), "--where", "year>abc"]) == 2
