@@ -5,9 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # torch's CPU/CUDA wheels are large; these two are the pair this project is developed and CI'd with.
 TORCH  ?= torch==2.14.1 torchaudio==2.11.0
-DEBS   := libportaudio2
+# fluidsynth (it pulls the 6 MB TimGM6mb soundfont): the corpus recipe's renderer, exercised by
+# tests/test_corpus_synth.py.
+DEBS   := libportaudio2 fluidsynth
 
-.PHONY: run test lint format bench system-deps
+.PHONY: run test lint format bench system-deps package
 
 run: $(STAMP)
 	$(VENV)/bin/musicssl
@@ -21,17 +23,21 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+# The one-folder Linux app, dist/musicssl/, with CPU torch from its own venv (packaging/README.md).
+package:
+	bash packaging/build.sh
+
 # Debian libraries that wheels cannot carry (PortAudio for preview playback); skipped when present.
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 $(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,recipe]'
 	touch $(STAMP)

@@ -1,4 +1,4 @@
-"""`musicssl-train`: pretrain | finetune | measure-ratio | evaluate | export.
+"""`musicssl-train`: pretrain | finetune | measure-ratio | evaluate | export | corpus | experiments.
 
 Settings come from dataclass defaults, then `--config file.toml`, then flags (`--set key=value`
 reaches any setting, e.g. `--set optim.warmup_steps=500`). Every command also runs under
@@ -197,6 +197,73 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from .corpus.build import BuildConfig, build
+
+    cfg = BuildConfig(
+        root=Path(args.root).expanduser().absolute(),
+        real=not args.no_real,
+        synth=not args.no_synth,
+        album_size=args.album_size,
+        train_albums=args.train_albums,
+        val_albums=args.val_albums,
+        test_albums=args.test_albums,
+        seconds=args.seconds,
+        workers=args.workers,
+        seed=args.seed,
+    )
+    entries = build(cfg)
+    for source in ("real", "synth"):
+        for part in ("train", "val", "test"):
+            chosen = [e for e in entries if e.source == source and e.split == part]
+            hours = sum(e.duration for e in chosen) / 3600
+            print(f"{source:5s} {part:5s} {len(chosen):5d} files {hours:6.2f} h")
+    print(f"manifest: {cfg.root / 'manifest.jsonl'}  training library: {cfg.root / 'train.db'}")
+    return 0
+
+
+def cmd_corpus_evaluate(args: argparse.Namespace) -> int:
+    from musicssl.engine.device import configure_cpu_threads
+
+    from .checkpoint import load_model
+    from .corpus.heldout import HeldoutConfig, evaluate_heldout, markdown, write_results
+
+    model, bundle_config, _ = load_model(args.checkpoint)
+    cfg = HeldoutConfig(
+        root=Path(args.root).expanduser(),
+        cache_dir=Path(args.cache).expanduser() if args.cache else None,
+        excerpts=args.excerpts,
+        tasks=[t for t in args.tasks.split(",") if t],
+        baselines=[b for b in args.baselines.split(",") if b],
+        progress=not args.no_progress,
+    )
+    if args.threads:
+        configure_cpu_threads(args.threads)
+    report = evaluate_heldout(cfg, {"model": model}, bundle_config)
+    write_results(report, Path(args.out).expanduser())
+    print(markdown(report))
+    return 0
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from .experiments import ExperimentsConfig, run_experiments
+
+    cfg = ExperimentsConfig(
+        corpus=Path(args.corpus).expanduser().absolute(),
+        out=Path(args.out).expanduser().absolute(),
+        arms=[a for a in args.arms.split(",") if a],
+        steps=args.steps,
+        batch_size=args.batch_size,
+        max_minutes=args.max_minutes,
+        cache_dir=Path(args.cache).expanduser().absolute() if args.cache else None,
+        doc=Path(args.doc).expanduser() if args.doc else None,
+        threads=args.threads,
+    )
+    doc = run_experiments(cfg)
+    print(f"written: {doc}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
 
@@ -315,6 +382,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="audio folder for threshold tuning (default: training data)")
     p.add_argument("--library", help="library DB for threshold tuning")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
+
+    help_text = "build the default model's corpus; score a model on its held-out parts"
+    corpus = sub.add_parser("corpus", help=help_text, description=help_text)
+    corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True)
+    p = corpus_sub.add_parser("build", help="download soundtracks, render synthetic pieces")
+    p.set_defaults(handler=cmd_corpus_build)
+    p.add_argument("--root", required=True, help="corpus folder (outside the repository)")
+    p.add_argument("--no-real", action="store_true", help="skip the Debian soundtracks")
+    p.add_argument("--no-synth", action="store_true", help="skip the synthetic pieces")
+    p.add_argument("--album-size", type=int, default=6, help="synthetic pieces per album")
+    p.add_argument("--train-albums", type=int, default=3, help="synthetic albums per genre")
+    p.add_argument("--val-albums", type=int, default=1)
+    p.add_argument("--test-albums", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=30.0, help="synthetic piece length")
+    p.add_argument("--workers", type=int, default=2, help="parallel FluidSynth renders")
+    p.add_argument("--seed", type=int, default=0)
+    p = corpus_sub.add_parser("evaluate", help="score a model on the corpus's held-out parts")
+    p.set_defaults(handler=cmd_corpus_evaluate)
+    p.add_argument("checkpoint", help="run, checkpoint or bundle")
+    p.add_argument("--root", required=True, help="corpus folder")
+    p.add_argument("--out", required=True, help="folder for results.json / results.md")
+    p.add_argument("--cache", help="decoded-audio cache folder")
+    p.add_argument("--excerpts", type=int, default=8)
+    p.add_argument("--tasks", default="tags", help="probe tasks: tags,instrument,genre,tempo,mode")
+    p.add_argument("--baselines", default="mfcc,random-init")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = command("experiments", cmd_experiments, "run the EXPERIMENTS.md arms, write the doc")
+    p.add_argument("--corpus", required=True, help="corpus folder from `corpus build`")
+    p.add_argument("--out", required=True, help="runs folder (finished arms are reused)")
+    p.add_argument(
+        "--arms", default="a,b,c,d", help="arms to run now: a,b,c (d is read off a and c)"
+    )
+    p.add_argument("--steps", type=int, default=300, help="training steps of every run")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-minutes", type=float, help="safety stop per run (resumed next time)")
+    p.add_argument("--cache", help="decoded-audio cache folder")
+    p.add_argument("--doc", help="markdown file to write (default: <out>/EXPERIMENTS.md)")
+    p.add_argument("--threads", type=int)
     return parser
 
 

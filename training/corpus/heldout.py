@@ -1,0 +1,257 @@
+"""Measure a model on the corpus's held-out parts only (the manifest's test split).
+
+`musicssl-train evaluate` splits one dataset at random by album; the corpus instead fixes what
+is held out, so this module scores on exactly that:
+- real test soundtracks: retrieval with the soundtrack as the class (R@K, M@K) and first-half
+  -> second-half track identification;
+- synthetic test pieces (rendered with the other soundfont): the model's own tag head, and
+  frozen probes trained on the synthetic train split (early-stopped on val), for the shipped tag
+  vocabulary and for each probe facet (instrument, genre, tempo class, mode);
+- the same for the baselines: MFCC/spectral statistics and the same network at random init.
+Embeddings and probes are the ones `evaluate` uses, so the two reports mean the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from musicssl.engine.bundle import BundleConfig, build_model
+from musicssl.engine.embedding_model import EmbeddingModel
+
+from .. import metrics
+from ..config import DataConfig
+from ..datasets import TrackItem, subsample_labels, vocabulary
+from ..evaluate import (
+    ProbeSettings,
+    embed_tracks,
+    handcrafted_features,
+    known_labels,
+    train_probe,
+    zscore,
+)
+from ..pretrain import open_cache, warm_cache
+from .manifest import Entry, read_manifest, to_items
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FACETS", "HeldoutConfig", "evaluate_heldout", "markdown", "write_results"]
+
+FACETS = ("instrument", "genre", "tempo", "mode")
+TAGS = "tags"  # the shipped vocabulary as a probe task
+
+
+@dataclass
+class HeldoutConfig:
+    root: Path
+    cache_dir: Path | None = None
+    excerpts: int = 8
+    batch_size: int = 32
+    probes: list[str] = field(default_factory=lambda: ["mlp"])
+    fractions: list[float] = field(default_factory=lambda: [1.0])
+    tasks: list[str] = field(default_factory=lambda: [TAGS])
+    baselines: list[str] = field(default_factory=lambda: ["mfcc", "random-init"])
+    seed: int = 0
+    progress: bool = False
+
+
+def _select(entries: Sequence[Entry], source: str, split: str) -> list[Entry]:
+    return [e for e in entries if e.source == source and e.split == split]
+
+
+def _features(
+    model: EmbeddingModel | None,
+    items: dict[str, list[TrackItem]],
+    cache,
+    crop_samples: int,
+    cfg: HeldoutConfig,
+) -> dict[str, Any]:
+    """Per part: probe features ("h"), retrieval vectors ("z"), halves and head probabilities."""
+    out: dict[str, Any] = {}
+    for part, part_items in items.items():
+        if model is None:
+            raw = handcrafted_features(part_items, cache, crop_samples, cfg.excerpts, cfg.progress)
+            out[part] = {"h": raw, "z": None}
+        else:
+            o = embed_tracks(
+                model,
+                part_items,
+                cache,
+                crop_samples,
+                "cpu",
+                cfg.excerpts,
+                cfg.batch_size,
+                cfg.progress,
+            )
+            out[part] = {"h": o.h, "z": o.z, "first": o.first, "second": o.second, "p": o.probs}
+    if model is None:  # bliss-style: z-score over everything it sees, then cosine
+        corpus = np.concatenate([out[p]["h"] for p in out])
+        for p in out:
+            out[p]["z"] = zscore(out[p]["h"], corpus)
+    return out
+
+
+def _probe_scores(
+    feats: dict[str, Any], items: dict[str, list[TrackItem]], cfg: HeldoutConfig
+) -> dict[str, Any]:
+    """Frozen probes trained on synthetic train features, early-stopped on val, scored on test."""
+    vocab = vocabulary(items["synth_train"])
+    y_val, m_val = known_labels(items["synth_val"], vocab)
+    y_test, m_test = known_labels(items["synth_test"], vocab)
+    scores: dict[str, Any] = {}
+    for fraction in cfg.fractions:
+        train = items["synth_train"]
+        subset = subsample_labels(train, fraction, seed=cfg.seed) if fraction < 1 else train
+        y_tr, m_tr = known_labels(subset, vocab)
+        rows = m_tr.any(axis=1)
+        for probe in cfg.probes:
+            predict = train_probe(
+                probe,
+                feats["synth_train"]["h"][rows],
+                y_tr[rows],
+                m_tr[rows],
+                feats["synth_val"]["h"],
+                y_val,
+                m_val,
+                ProbeSettings(seed=cfg.seed),
+            )
+            score = metrics.tagging_metrics(predict(feats["synth_test"]["h"]), y_test, m_test)
+            score["labelled_tracks"] = int(rows.sum())
+            scores.setdefault(probe, {})[f"{fraction:g}"] = score
+    return scores
+
+
+def _head_scores(model: EmbeddingModel, feats: dict[str, Any], items) -> dict[str, float]:
+    vocab = [t for t in vocabulary(items["synth_train"]) if t in model.tags]
+    if not vocab:
+        return {}
+    y, m = known_labels(items["synth_test"], vocab)
+    columns = [model.tags.index(t) for t in vocab]
+    return metrics.tagging_metrics(feats["synth_test"]["p"][:, columns], y, m)
+
+
+def evaluate_heldout(
+    cfg: HeldoutConfig,
+    models: dict[str, EmbeddingModel],
+    bundle_config: BundleConfig,
+) -> dict[str, Any]:
+    """Scores for each named model and the configured baselines (see the module doc)."""
+    entries = read_manifest(cfg.root)
+    synth = {s: _select(entries, "synth", s) for s in ("train", "val", "test")}
+    real_test = _select(entries, "real", "test")
+    data = DataConfig(cache_dir=str(cfg.cache_dir) if cfg.cache_dir else None)
+    cache = open_cache(data, bundle_config.sample_rate)
+    crop = bundle_config.excerpt_samples
+    everything = to_items(cfg.root, [*synth["train"], *synth["val"], *synth["test"], *real_test])
+    warm_cache(cache, everything, data, cfg.progress)
+
+    task_items = {
+        task: {
+            f"synth_{s}": to_items(cfg.root, synth[s], None if task == TAGS else task)
+            for s in synth
+        }
+        for task in {TAGS, *cfg.tasks}
+    }
+    # Embeddings only need the paths; the model's own head is always scored on the tags.
+    items = {**task_items[TAGS], "real_test": to_items(cfg.root, real_test)}
+
+    sets: dict[str, EmbeddingModel | None] = dict(models)
+    for baseline in cfg.baselines:
+        if baseline == "mfcc":
+            sets["mfcc"] = None
+        elif baseline == "random-init":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                sets["random-init"] = build_model(bundle_config)
+        else:
+            raise ValueError(f"unknown baseline {baseline!r} (use mfcc, random-init)")
+
+    results: dict[str, Any] = {}
+    for name, model in sets.items():
+        log.info("held-out evaluation: %s", name)
+        feats = _features(model, items, cache, crop, cfg)
+        entry: dict[str, Any] = {
+            "probes": {t: _probe_scores(feats, task_items[t], cfg) for t in cfg.tasks}
+        }
+        if model is not None and model.n_tags and name != "random-init":
+            entry["head"] = _head_scores(model, feats, items)
+        labels = [i.album for i in items["real_test"]]
+        entry["retrieval"] = metrics.retrieval_metrics(feats["real_test"]["z"], labels)
+        if "first" in feats["real_test"]:
+            first, second = feats["real_test"]["first"], feats["real_test"]["second"]
+            ok = ~np.isnan(first).any(axis=1)
+            entry["identification"] = metrics.identification_accuracy(first[ok], second[ok])
+        results[name] = entry
+    return {
+        "features": results,
+        "counts": {
+            **{f"synth_{s}": len(v) for s, v in synth.items()},
+            "real_test": len(real_test),
+            "real_test_soundtracks": sorted({e.album for e in real_test}),
+        },
+        "config": {
+            "excerpts": cfg.excerpts,
+            "probes": cfg.probes,
+            "fractions": cfg.fractions,
+            "tasks": cfg.tasks,
+            "baselines": cfg.baselines,
+            "seed": cfg.seed,
+        },
+    }
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and value != value) else f"{value:.3f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Tables: tagging on synthetic test pieces, retrieval/identification on real soundtracks."""
+    counts = report["counts"]
+    lines = [
+        f"Held-out data: {counts['synth_test']} synthetic test pieces (other soundfont); "
+        f"{counts['real_test']} tracks of {len(counts['real_test_soundtracks'])} test soundtracks "
+        f"({', '.join(counts['real_test_soundtracks'])}).",
+        "",
+        "| features | task | probe | labels | ROC-AUC | PR-AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in report["features"].items():
+        if entry.get("head"):
+            head = entry["head"]
+            lines.append(
+                f"| {name} | tags | own head | 100% | {_fmt(head.get('roc_auc'))} | "
+                f"{_fmt(head.get('pr_auc'))} |"
+            )
+        for task, by_probe in entry["probes"].items():
+            for probe, by_fraction in by_probe.items():
+                for fraction, s in by_fraction.items():
+                    lines.append(
+                        f"| {name} | {task} | {probe} | {float(fraction):.0%} | "
+                        f"{_fmt(s.get('roc_auc'))} | {_fmt(s.get('pr_auc'))} |"
+                    )
+    keys = [f"R@{k}" for k in metrics.RECALL_KS] + [f"M@{k}" for k in metrics.MAP_KS]
+    lines += [
+        "",
+        "| features | " + " | ".join(keys) + " | identification |",
+        "|" + "---|" * (len(keys) + 2),
+    ]
+    for name, entry in report["features"].items():
+        cells = [_fmt(entry["retrieval"].get(k)) for k in keys]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {_fmt(entry.get('identification'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(report: dict[str, Any], out: Path) -> None:
+    """results.json (NaN as null) and results.md into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2, allow_nan=True).replace("NaN", "null")
+    (out / "results.json").write_text(text + "\n", encoding="utf-8")
+    (out / "results.md").write_text(markdown(report), encoding="utf-8")

@@ -1,0 +1,372 @@
+"""`musicssl-train experiments`: the comparison arms of docs/EXPERIMENTS.md, and that document.
+
+Every training run gets the same budget (`steps`, batch size, data) and is scored by the same
+held-out protocol (`corpus.heldout`): probes on synthetic test pieces rendered with the other
+soundfont, retrieval and identification on real soundtracks no run has seen.
+
+Arms:
+  a  the six pretext objectives -> frozen MLP probe (tags) and retrieval;
+  b  metric + SSL fine-tuning vs frozen-probe SSL vs supervised-only, at 1 %, 10 %, 100 % of
+     the labels, fine-tuning with and without augmentation;
+  c  baselines: the same network at random init, MFCC/spectral statistics;
+  d  probe tasks at different perception levels (instrument, genre, tempo class, mode) on the
+     features of arms a and c (no extra training).
+Finished runs and evaluations are reused, so arms can be run one evening at a time; the document
+always says which arms have results and prints the command for those that do not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musicssl.engine.device import configure_cpu_threads
+
+from .checkpoint import list_checkpoints, load_model
+from .config import FinetuneConfig, PretrainConfig, from_dict
+from .corpus.heldout import FACETS, TAGS, HeldoutConfig, evaluate_heldout, write_results
+from .finetune import RATIO_NAME, finetune, measure_ratio
+from .pretrain import bundle_config_for, pretrain
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ARMS", "OBJECTIVES", "ExperimentsConfig", "render_doc", "run_experiments"]
+
+ARMS = ("a", "b", "c", "d")
+OBJECTIVES = ("contrastive", "byol", "clustering", "barlow", "vicreg", "playlist")
+FRACTIONS = (0.01, 0.1, 1.0)
+TASKS = (TAGS, *FACETS)
+SSL_INIT = "contrastive"  # the pre-trained encoder arm b fine-tunes and probes
+
+
+@dataclass
+class ExperimentsConfig:
+    corpus: Path
+    out: Path
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    steps: int = 300  # every training run's budget
+    batch_size: int = 32
+    max_minutes: float | None = None  # a safety stop per run; a stopped run resumes next time
+    cache_dir: Path | None = None
+    doc: Path | None = None
+    threads: int | None = None
+
+
+def _data(cfg: ExperimentsConfig, fraction: float = 1.0) -> dict[str, Any]:
+    return {
+        "library": str(cfg.corpus / "train.db"),
+        "cache_dir": str(cfg.cache_dir) if cfg.cache_dir else None,
+        "split": [0.85, 0.15, 0.0],  # the manifest's val/test stay outside train.db entirely
+        "label_fraction": fraction,
+    }
+
+
+def _steps_done(run: Path) -> int:
+    """The step of the newest checkpoint in `run` (0 when there is none)."""
+    found = list_checkpoints(run)
+    return int(found[-1].stem.split("-")[-1]) if found else 0
+
+
+def _timed(run: Path, steps: int | None, train: Callable[[], Any]) -> dict[str, Any] | None:
+    """Train (or resume); returns the run's record once it is finished, else None.
+
+    A pre-training session cut short by `max_minutes` is not finished (fewer than `steps`), so
+    the next invocation resumes it instead of reporting a run with less than the shared budget.
+    Fine-tuning (`steps=None`) runs without the time limit; early stopping ends it for good.
+    """
+    record = run / "experiment.json"
+    if record.is_file():
+        return json.loads(record.read_text(encoding="utf-8"))
+    started = time.monotonic()
+    train()
+    done = _steps_done(run)
+    info = {"minutes": round((time.monotonic() - started) / 60, 2), "steps": done}
+    if steps is not None and done < steps:
+        return None
+    record.write_text(json.dumps(info) + "\n", encoding="utf-8")
+    return info
+
+
+def _common(cfg: ExperimentsConfig, out: Path) -> dict[str, Any]:
+    return {
+        "out": str(out),
+        "device": "cpu",
+        "threads": cfg.threads,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "max_minutes": cfg.max_minutes,
+        "resume": "auto",
+        "progress": False,
+        "checkpoint_every": max(50, cfg.steps // 4),
+    }
+
+
+def _pretrained(cfg: ExperimentsConfig, objective: str) -> Path | None:
+    """The finished pre-training run of `objective` (None while it is unfinished)."""
+    out = cfg.out / "a" / objective
+    config = from_dict(
+        PretrainConfig, {**_common(cfg, out), "objective": objective, "data": _data(cfg)}
+    )
+    return out if _timed(out, cfg.steps, lambda: pretrain(config)) else None
+
+
+def _finetuned(
+    cfg: ExperimentsConfig, ssl_run: Path, name: str, fraction: float, augment: bool, ssl: bool
+) -> Path:
+    """One arm-b fine-tuning run; metric+SSL starts from `ssl_run`, supervised from scratch."""
+    out = cfg.out / "b" / f"{name}-{fraction:g}"
+    settings: dict[str, Any] = {
+        **_common(cfg, out),
+        "data": _data(cfg, fraction),
+        "augment": {"enabled": augment},
+        "eval_every": max(25, cfg.steps // 6),
+        "max_minutes": None,
+    }
+    if ssl:
+        ratio_dir = cfg.out / "b" / "ratio"
+        if not (ratio_dir / RATIO_NAME).is_file():
+            measure_ratio(
+                from_dict(
+                    FinetuneConfig,
+                    {
+                        **_common(cfg, ratio_dir),
+                        "data": _data(cfg),
+                        "init": str(ssl_run),
+                        "ratio_steps": max(20, cfg.steps // 5),
+                    },
+                )
+            )
+        settings["init"] = str(ssl_run)
+        settings["ratio_file"] = str(ratio_dir / RATIO_NAME)
+    else:
+        settings["alpha"] = 0.0  # L = L_ML: supervised only, from random init
+        settings["ratio"] = 1.0
+    _timed(out, None, lambda: finetune(from_dict(FinetuneConfig, settings)))
+    return out
+
+
+def _scored(
+    cfg: ExperimentsConfig, folder: Path, models: dict[str, Path], hc: dict[str, Any]
+) -> dict[str, Any]:
+    """Held-out results for `models` (+ baselines in `hc`), computed once into `folder`."""
+    results = folder / "results.json"
+    if results.is_file():
+        return json.loads(results.read_text(encoding="utf-8"))
+    loaded, bundle_config = {}, None
+    for name, path in models.items():
+        model, bundle_config, _ = load_model(path)
+        loaded[name] = model
+    if bundle_config is None:
+        bundle_config = bundle_config_for(from_dict(PretrainConfig, {}).model)
+    report = evaluate_heldout(
+        HeldoutConfig(root=cfg.corpus, cache_dir=cfg.cache_dir, **hc), loaded, bundle_config
+    )
+    write_results(report, folder)
+    return report
+
+
+def _arm_a(cfg: ExperimentsConfig) -> None:
+    for objective in OBJECTIVES:
+        run = _pretrained(cfg, objective)
+        if run is not None:
+            _scored(cfg, run / "heldout", {objective: run}, {"tasks": list(TASKS), "baselines": []})
+
+
+def _arm_b(cfg: ExperimentsConfig) -> None:
+    ssl_run = _pretrained(cfg, SSL_INIT)
+    if ssl_run is None:
+        log.warning("arm b waits for the %s pre-training run to finish", SSL_INIT)
+        return
+    _scored(
+        cfg,
+        cfg.out / "b" / "frozen-probe",
+        {"frozen-probe SSL": ssl_run},
+        {"tasks": [TAGS], "baselines": [], "fractions": list(FRACTIONS)},
+    )
+    for fraction in FRACTIONS:
+        for name, augment, ssl in (
+            ("metric+ssl", False, True),
+            ("metric+ssl-aug", True, True),
+            ("supervised", False, False),
+            ("supervised-aug", True, False),
+        ):
+            run = _finetuned(cfg, ssl_run, name, fraction, augment, ssl)
+            _scored(
+                cfg, run / "heldout", {name: run}, {"tasks": [TAGS], "baselines": [], "probes": []}
+            )
+
+
+def _arm_c(cfg: ExperimentsConfig) -> None:
+    _scored(cfg, cfg.out / "c", {}, {"tasks": list(TASKS)})
+
+
+def run_experiments(cfg: ExperimentsConfig) -> Path:
+    """Run the requested arms (reusing finished runs), then write the document."""
+    unknown = sorted(set(cfg.arms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    if cfg.threads:
+        configure_cpu_threads(cfg.threads)
+    for arm, run in (("c", _arm_c), ("a", _arm_a), ("b", _arm_b)):
+        if arm in cfg.arms:
+            run(cfg)
+    doc = cfg.doc or cfg.out / "EXPERIMENTS.md"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(render_doc(cfg), encoding="utf-8")
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# the document
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _f(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _command(cfg: ExperimentsConfig, arms: str) -> str:
+    cache = f" --cache {cfg.cache_dir}" if cfg.cache_dir else ""
+    return (
+        f"musicssl-train experiments --corpus {cfg.corpus} --out {cfg.out} --arms {arms} "
+        f"--steps {cfg.steps} --batch-size {cfg.batch_size}{cache} --doc docs/EXPERIMENTS.md"
+    )
+
+
+def _feature_rows(cfg: ExperimentsConfig) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, held-out entry, run info) for every scored arm-a/c feature set."""
+    rows = []
+    baselines = _load(cfg.out / "c" / "results.json")
+    for name, entry in (baselines or {}).get("features", {}).items():
+        rows.append((f"{name} (baseline)", entry, {}))
+    for objective in OBJECTIVES:
+        report = _load(cfg.out / "a" / objective / "heldout" / "results.json")
+        info = _load(cfg.out / "a" / objective / "experiment.json") or {}
+        if report:
+            rows.append((objective, report["features"][objective], info))
+    return rows
+
+
+def render_doc(cfg: ExperimentsConfig) -> str:
+    """EXPERIMENTS.md from whatever results exist under `cfg.out` (never from anything else)."""
+    lines = [
+        "# Experiments",
+        "",
+        "Generated by `musicssl-train experiments` (training/experiments.py) from the run folder "
+        f"`{cfg.out}`; do not edit by hand. Corpus: `{cfg.corpus}` (recipe: "
+        "`musicssl-train corpus build`, see MODEL_CARD.md). Every training run: "
+        f"{cfg.steps} steps × batch {cfg.batch_size}, melcnn, CPU. Scores are on held-out data "
+        "only: synthetic test pieces rendered with the other soundfont (TimGM6mb) for tagging, "
+        "real test soundtracks (soundtrack = class) for retrieval R@K / M@K and first-half → "
+        "second-half identification. One seed per run and no confidence intervals: treat "
+        "differences of a few hundredths as noise. Minutes are wall time on whatever machine ran "
+        "the arm (a shared 2-core VM for the committed numbers), not a speed measurement.",
+        "",
+    ]
+    rows = _feature_rows(cfg)
+    missing: list[str] = []
+    lines += ["## (a) pretext objectives and (c) baselines", ""]
+    if rows:
+        lines += [
+            "| features | tags ROC-AUC (MLP) | tags PR-AUC | R@1 | R@4 | M@1 | M@10 | "
+            "identification | minutes |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, entry, info in rows:
+            tags = entry["probes"].get(TAGS, {}).get("mlp", {}).get("1", {})
+            r = entry["retrieval"]
+            lines.append(
+                f"| {name} | {_f(tags.get('roc_auc'))} | {_f(tags.get('pr_auc'))} | "
+                f"{_f(r.get('R@1'))} | {_f(r.get('R@4'))} | {_f(r.get('M@1'))} | "
+                f"{_f(r.get('M@10'))} | {_f(entry.get('identification'))} | "
+                f"{info.get('minutes', '–')} |"
+            )
+    done = {n.split(" ")[0] for n, _, _ in rows}
+    not_run = [o for o in OBJECTIVES if o not in done]
+    if not_run:
+        missing.append(f"(a) objectives not run: {', '.join(not_run)}")
+    if not any(n.endswith("(baseline)") for n, _, _ in rows):
+        missing.append("(c) baselines not run")
+
+    lines += ["", "## (d) probe tasks at different perception levels (MLP probe ROC-AUC)", ""]
+    if rows:
+        lines += ["| features | " + " | ".join(FACETS) + " |", "|---" * (len(FACETS) + 1) + "|"]
+        for name, entry, _ in rows:
+            cells = [
+                _f(entry["probes"].get(t, {}).get("mlp", {}).get("1", {}).get("roc_auc"))
+                for t in FACETS
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    else:
+        missing.append("(d) needs the features of arms a or c")
+
+    lines += [
+        "",
+        "## (b) fine-tuning vs frozen probe vs supervised-only (tags ROC-AUC / PR-AUC)",
+        "",
+        f"Fine-tuning runs: `finetune` defaults (lr {FinetuneConfig().optim.lr:g}, halved on "
+        f"validation plateaus), {cfg.steps} steps, metric+SSL from the `{SSL_INIT}` run of arm a, "
+        "supervised-only from random init with the SSL weight at 0; the frozen probe is an MLP on "
+        f"the `{SSL_INIT}` features. A fine-tuned head is scored on the tags its run saw (n = how "
+        "many), so cells with small n are not comparable with the others. A freshly initialised "
+        "tag head moves slowly at this learning rate: a few hundred steps are needed before "
+        "these rows mean much.",
+        "",
+    ]
+    b_rows = []
+    frozen = _load(cfg.out / "b" / "frozen-probe" / "results.json")
+    if frozen:
+        entry = frozen["features"]["frozen-probe SSL"]["probes"][TAGS]["mlp"]
+        b_rows.append(("frozen-probe SSL (MLP)", [entry.get(f"{f:g}", {}) for f in FRACTIONS]))
+    for name in ("metric+ssl", "metric+ssl-aug", "supervised", "supervised-aug"):
+        cells = []
+        for fraction in FRACTIONS:
+            report = _load(cfg.out / "b" / f"{name}-{fraction:g}" / "heldout" / "results.json")
+            cells.append((report or {}).get("features", {}).get(name, {}).get("head", {}))
+        if any(cells):
+            b_rows.append((name, cells))
+    if b_rows:
+        lines += [
+            "| method | " + " | ".join(f"{f:.0%} labels" for f in FRACTIONS) + " |",
+            "|---" * (len(FRACTIONS) + 1) + "|",
+        ]
+        for name, cells in b_rows:
+            text = [
+                f"{_f(c.get('roc_auc'))} / {_f(c.get('pr_auc'))} (n={c.get('n_tags', '?')})"
+                if c
+                else "not run"
+                for c in cells
+            ]
+            lines.append(f"| {name} | " + " | ".join(text) + " |")
+    if len(b_rows) < 5 or any(not c for _, cells in b_rows for c in cells):
+        missing.append("(b) incomplete: rows or cells marked 'not run' (or absent) have no result")
+
+    lines += ["", "## Not run yet", ""]
+    if missing:
+        lines += [f"- {m}" for m in missing]
+        lines += [
+            "",
+            "To run them with the same budget (finished runs are reused):",
+            "",
+            "```sh",
+            _command(cfg, ",".join(ARMS)),
+            "```",
+        ]
+    else:
+        lines += [
+            "Every arm has results at this budget. For a larger one, use a new `--out` and a "
+            "larger `--steps`:",
+            "",
+            "```sh",
+            _command(cfg, ",".join(ARMS)),
+            "```",
+        ]
+    return "\n".join(lines) + "\n"
