@@ -146,11 +146,16 @@ def test_measure_ratio_feeds_lambda_and_finetune_resumes(music, tmp_path):
 
 
 def test_choose_thresholds_per_tag():
-    probs = np.array([[0.9, 0.2], [0.7, 0.3], [0.2, 0.1], [0.4, 0.25]])
-    targets = np.array([[1, 0], [1, 0], [0, 0], [0, 0]], np.float32)
+    probs = np.array([[0.9, 0.2, 0.05], [0.7, 0.3, 0.04], [0.8, 0.1, 0.01], [0.4, 0.25, 0.02]])
+    probs = np.vstack([probs, [[0.2, 0.1, 0.01]]])
+    targets = np.array([[1, 0, 1], [1, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]], np.float32)
     thresholds = choose_thresholds(probs, targets)
-    assert 0.4 < thresholds[0] < 0.7  # separates the positives exactly
+    assert 0.4 < thresholds[0] < 0.7  # three positives: separates them exactly
     assert thresholds[1] == 0.5  # no positive to tune on
+    assert thresholds[2] == 0.5  # one positive scoring 0.05 must not set the threshold to 0.045
+    # A head that scores every track alike: its F1 optimum is "everything", which is no tagger.
+    flat = choose_thresholds(np.full((6, 1), 0.03), np.array([[1], [1], [1], [0], [1], [0]]))
+    assert flat == [0.5]
 
 
 def test_library_finetune_export_install_and_analyze(music, tmp_path):

@@ -53,21 +53,31 @@ class ExportResult:
     installed: models.BundleInfo | None = None
 
 
+MIN_POSITIVES = 3
+
+
 def choose_thresholds(
     probs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
 ) -> list[float]:
-    """Per tag, the F1-maximising threshold over known labels; 0.5 without a known positive."""
+    """Per tag, the F1-maximising threshold over known labels, else 0.5.
+
+    0.5 when a tag has fewer than MIN_POSITIVES validation positives, or when its F1 optimum
+    says "yes" to every validation track: both give thresholds like 0.03 that put the tag on
+    nearly every track of a real library (seen with the first shipped model's `brass`), and the
+    second means the head does not separate the tag at all."""
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets)
     mask = np.ones(targets.shape, bool) if mask is None else np.asarray(mask, bool)
     out = []
     for t in range(probs.shape[1]):
         known = mask[:, t]
-        out.append(
-            metrics.best_f1_threshold(
-                probs[known, t], targets[known, t] >= 0.5, default=DEFAULT_THRESHOLD
-            )
+        if np.sum(targets[known, t] >= 0.5) < MIN_POSITIVES:
+            out.append(DEFAULT_THRESHOLD)
+            continue
+        best = metrics.best_f1_threshold(
+            probs[known, t], targets[known, t] >= 0.5, default=DEFAULT_THRESHOLD
         )
+        out.append(DEFAULT_THRESHOLD if np.all(probs[known, t] >= best) else best)
     return out
 
 
