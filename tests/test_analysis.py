@@ -42,11 +42,19 @@ def test_analysis_embeds_every_good_track_and_records_failures(library):
     vectors = embeddings.get(library.db, model_id, ids)
     assert vectors.shape[0] == 6
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-    # Untrained baseline: no auto tags are ever written.
-    assert library.db.execute("SELECT count(*) FROM tags WHERE source = 'auto'").fetchone()[0] == 0
+    # The shipped model is trained: auto tags are written, from its vocabulary only.
+    assert library.active_model().trained
+    auto = {r[0] for r in library.db.execute("SELECT tag FROM tags WHERE source = 'auto'")}
+    assert auto and auto <= set(library.active_model().config.tags)
     # Decoded durations replaced the container's (the Ogg one lies).
     for t in library.tracks(["status=analyzed"]):
         assert t["duration"] == pytest.approx(8.0, abs=0.2), t["path"]
+
+
+def test_the_untrained_baseline_never_writes_auto_tags(library):
+    library.use_model("baseline-random-init")
+    assert library.analyze().analyzed == 6
+    assert library.db.execute("SELECT count(*) FROM tags WHERE source = 'auto'").fetchone()[0] == 0
 
 
 def test_a_rerun_has_nothing_to_do_and_similar_finds_the_same_signal(library):

@@ -90,7 +90,7 @@ def test_first_run_drop_folder_scans_and_analyses(qtbot, make_window, empty_libr
     window = make_window(empty_library)
     assert window.page == "empty"
     assert window.empty_state.isVisible()
-    assert window.model_label.text() == "Untrained model: similarity only"
+    assert window.model_label.text() == "Model: musicssl-default"  # the shipped, trained one
 
     with qtbot.waitSignal(window.analysis_finished, timeout=LONG) as analysed:
         drop_paths(window, [music_dir])
@@ -450,7 +450,9 @@ def test_accept_reject_auto_tags_with_undo(qtbot, make_window, library):
 
 
 def test_untrained_model_shows_no_auto_tags(qtbot, make_window, library):
+    library.use_model("baseline-random-init")
     window = make_window(library)
+    assert window.model_label.text() == "Untrained model: similarity only"
     select_titles(window, ["Noon"])
     qtbot.waitUntil(lambda: window.details.track is not None)
     assert window.details.findChildren(QProgressBar) == []
@@ -489,7 +491,7 @@ def test_user_tags_add_remove_undo_and_finetune_dialog(qtbot, make_window, libra
     assert "2 tracks carry your tags" in dialog.counts.text()
     assert "Per tag: road trip 2." in dialog.counts.text()
     assert dialog.command.text() == f"musicssl-train finetune --library {library.path}"
-    assert "untrained" in dialog.status.text()
+    assert dialog.status.text().startswith("musicssl-default: trained")
     dialog.close()
 
 
