@@ -41,9 +41,7 @@ def test_baseline_listed_and_selectable_beside_a_trained_model(tmp_path):
         assert lib.active_model().name == models.BASELINE_NAME
 
 
-def test_without_package_data_the_baseline_is_made_identically_and_repaired(
-    tmp_path, monkeypatch
-):
+def test_without_package_data_the_baseline_is_made_identically_and_repaired(tmp_path, monkeypatch):
     shipped = models.ensure_baseline()
     # A frozen/zipped install has no plain resources folder: the baseline is made per user.
     monkeypatch.setattr(models, "shipped_models_dir", lambda: None)
