@@ -65,14 +65,16 @@ def test_child_analyses_and_reports_every_track(library):
 
 
 def test_cancel_stops_the_child_and_the_next_run_resumes(library):
+    # Cancel at the first report (the total, sent before the model loads): cancelling after a
+    # few tracks raced the child, which can finish all of them in about a second.
     job = library.analysis_process(
         AnalysisOptions(commit_every=2, batch_size=8),
-        progress=lambda d, t, p: job.cancel() if d >= 2 else None,
+        progress=lambda d, t, p: job.cancel(),
     )
     report = job.run()
     assert report.cancelled
     analysed = library.status()["analyzed"]
-    assert 2 <= analysed < N
+    assert analysed < N
     again = library.analysis_process().run()
     assert again.analyzed == N - analysed and library.status()["analyzed"] == N
 
