@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -83,3 +86,34 @@ def silent_mp3(path: Path, seconds: float) -> Path:
     count = int(seconds * 8000 / size) + 1
     path.write_bytes(frame_bytes * count)
     return path
+
+
+def run_as(uid: int, work: Callable[[], dict]) -> dict:
+    """`work()`'s JSON-able result, computed in a forked child running as `uid`.
+
+    Why: these tests run as root, who reads every file, so unreadable folders and files can only
+    be exercised by a process that dropped to an ordinary user (e.g. nobody, 65534).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        status = 1
+        try:
+            os.close(read_end)
+            if os.getuid() != uid:
+                os.setgid(uid)
+                os.setuid(uid)
+            payload = work()
+            status = 0
+        except BaseException:
+            payload = {"traceback": traceback.format_exc()}
+        with os.fdopen(write_end, "w") as out:
+            json.dump(payload, out)
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as inp:
+        data = inp.read()
+    _, status = os.waitpid(pid, 0)
+    result = json.loads(data) if data else {"traceback": f"child died with status {status}"}
+    assert "traceback" not in result, result["traceback"]
+    return result

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from mutagen.flac import FLAC, Picture
 from mutagen.id3 import APIC, ID3, TCON, TIT2, TPE1, TRCK, TXXX
 from mutagen.mp4 import MP4, MP4Cover
 from mutagen.oggvorbis import OggVorbis
-from reliability_tools import CLI, cli, integrity, silent_mp3
+from reliability_tools import CLI, cli, integrity, run_as, silent_mp3
 
 NOBODY = 65534
 TEN_HOURS = 10 * 3600.0
@@ -252,31 +251,13 @@ def _chown_tree(root: Path, uid: int) -> None:
 
 
 def _scan_as_nobody(db_path: Path, folder: Path) -> list[list[str]]:
-    """Scan through the Library facade in a forked child that dropped root, like a user would."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_end)
-            if os.getuid() == 0:
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-            with Library(db_path) as lib:
-                payload = {"errors": lib.scan([folder]).errors}
-            status = 0
-        except BaseException:
-            payload = {"traceback": traceback.format_exc()}
-        with os.fdopen(write_end, "w") as out:
-            json.dump(payload, out)
-        os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end) as inp:
-        data = inp.read()
-    os.waitpid(pid, 0)
-    result = json.loads(data) if data else {"traceback": "child died"}
-    assert "traceback" not in result, result["traceback"]
-    return result["errors"]
+    """Scan through the Library facade as nobody, like a user would (root reads everything)."""
+
+    def scan() -> dict:
+        with Library(db_path) as lib:
+            return {"errors": lib.scan([folder]).errors}
+
+    return run_as(NOBODY if os.getuid() == 0 else os.getuid(), scan)["errors"]
 
 
 # Runs ARGV and prints "<exit code> <peak RSS KiB>". A child's ru_maxrss starts from its parent's

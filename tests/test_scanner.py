@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import sqlite3
 import tempfile
-import traceback
 from pathlib import Path
 
 import mutagen.id3
@@ -17,6 +15,7 @@ from audio_fixtures import write_audio
 from musicssl.engine import db as dbmod
 from musicssl.engine import scanner
 from mutagen.id3 import APIC, ID3, TALB, TCON, TIT2, TPE1
+from reliability_tools import run_as
 
 
 @pytest.fixture(scope="module")
@@ -371,33 +370,15 @@ def test_nested_roots_are_walked_once(db, library):
 
 def _scan_as(uid: int, db_path: str, root: str) -> dict:
     """Run a scan in a forked child under `uid`; return its report as a dict."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        status = 1
-        try:
-            os.close(read_end)
-            if os.getuid() != uid:
-                os.setgid(uid)
-                os.setuid(uid)
-            child_db = dbmod.connect(db_path)
-            report = scanner.scan(child_db, [root])
-            child_db.conn.close()
-            payload = {"errors": report.errors, "added": report.added,
-                       "unchanged": report.unchanged, "missing": report.missing}  # fmt: skip
-            status = 0
-        except BaseException:
-            payload = {"traceback": traceback.format_exc()}
-        with os.fdopen(write_end, "w") as out:
-            json.dump(payload, out)
-        os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end) as inp:
-        data = inp.read()
-    _, status = os.waitpid(pid, 0)
-    result = json.loads(data) if data else {"traceback": f"child died with status {status}"}
-    assert "traceback" not in result, result["traceback"]
-    return result
+
+    def scan() -> dict:
+        child_db = dbmod.connect(db_path)
+        report = scanner.scan(child_db, [root])
+        child_db.conn.close()
+        return {"errors": report.errors, "added": report.added,
+                "unchanged": report.unchanged, "missing": report.missing}  # fmt: skip
+
+    return run_as(uid, scan)
 
 
 def test_unreadable_folder_and_file_are_reported_and_fixed_later(mp3_audio):
