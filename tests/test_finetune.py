@@ -124,8 +124,10 @@ def test_finetune_on_partial_tags_beats_the_frozen_probe(music, tmp_path):
 
 
 def test_measure_ratio_feeds_lambda_and_finetune_resumes(music, tmp_path):
+    """Also with album-run SSL batches, whose order must survive the resume like any other."""
     out = tmp_path / "run"
     common = {"batch_size": 6, "ratio_steps": 3, "steps": 4, "eval_every": 2, "log_every": 1}
+    common["ssl_album_run"] = 2
     result = measure_ratio(_finetune_config(music, out, **common))
     saved = json.loads((out / "ratio.json").read_text())
     assert saved["ratio"] == pytest.approx(result["ml_loss"] / result["ssl_loss"])
@@ -133,6 +135,10 @@ def test_measure_ratio_feeds_lambda_and_finetune_resumes(music, tmp_path):
 
     run = Finetuner(_finetune_config(music, out, alpha=0.5, stop_after=2, **common))
     run.run()
+    albums = [item.album for item in run.ssl_batches.dataset.items]
+    _, batch = next(run.ssl_batches.iterate(0))
+    index = batch["index"].tolist()  # batch 6 = three runs of two album mates
+    assert all(albums[i] == albums[j] for i, j in zip(index[::2], index[1::2], strict=True))
     assert run.ratio == pytest.approx(saved["ratio"]) and run.lam == pytest.approx(
         0.5 / saved["ratio"]
     )

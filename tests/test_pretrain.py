@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from musicssl.training import checkpoint as ckpt
 from musicssl.training.config import ConfigError, PretrainConfig, load_config
 from musicssl.training.logs import read_csv
 from musicssl.training.objectives import OBJECTIVES
-from musicssl.training.pretrain import Pretrainer, pretrain
+from musicssl.training.pretrain import Pretrainer, grouped_order, pretrain
 
 # -- the shared corpus --------------------------------------------------------------------------
 
@@ -216,3 +217,26 @@ def test_pretrainer_exposes_parts_and_checks_data(music, tmp_path):
     run.run()
     with pytest.raises(ConfigError, match="no training data"):
         Pretrainer(load_config(PretrainConfig, None, {**TINY, "out": str(tmp_path / "x")})).setup()
+
+
+def test_album_runs_put_album_mates_side_by_side():
+    """Every index once, runs of `per_group` from one album, reproducible from the seed."""
+    groups = ["a"] * 9 + ["b"] * 6 + ["c"] * 2 + [None] * 3
+    order = list(np.random.default_rng(1).permutation(len(groups)))
+    out = grouped_order(order, groups, 4, seed=7)
+    assert sorted(out) == sorted(order)
+    assert out == grouped_order(order, groups, 4, seed=7)
+    runs, i = [], 0
+    while i < len(out):
+        run = [out[i]]
+        while (
+            i + len(run) < len(out) and groups[out[i + len(run)]] == groups[run[0]] and len(run) < 4
+        ):
+            run.append(out[i + len(run)])
+        runs.append(run)
+        i += len(run)
+    sizes = Counter(groups[r[0]] for r in runs)
+    assert sizes == {"a": 3, "b": 2, "c": 1, None: 1}  # 9 -> 4+4+1, 6 -> 4+2, 2, 3
+    for group in ("a", "b"):  # inside a group the shuffled order is kept
+        assert [j for j in out if groups[j] == group] == [j for j in order if groups[j] == group]
+    assert grouped_order(order, groups, 0, seed=7) == order

@@ -139,6 +139,9 @@ class FinetuneConfig(RunConfig):
     init: str | None = None  # a pretrain run/checkpoint or a model bundle
     ssl_objective: str = "contrastive"
     ssl_params: dict[str, Any] = field(default_factory=dict)
+    # SSL batches made of runs of this many tracks of one album (hard negatives that teach track
+    # identity, see pretrain.grouped_order); 0 = random batches.
+    ssl_album_run: int = 0
     alpha: float = 1.0
     ratio: float | None = None  # r = converged L_ML / L_SSL; None = read ratio_file
     ratio_file: str | None = None  # default: <out>/ratio.json, written by measure-ratio

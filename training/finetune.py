@@ -257,7 +257,13 @@ class Finetuner:
         if self.mode != "ml":
             ssl_set = TwoViewDataset(train, self.cache, crop, seed=seed + 1)
             self.ssl_batches = StepBatches(
-                ssl_set, ctx, cfg.batch_size, seed + 1, data.loader_workers
+                ssl_set,
+                ctx,
+                cfg.batch_size,
+                seed + 1,
+                data.loader_workers,
+                groups=[it.album for it in train],
+                per_group=cfg.ssl_album_run,
             )
 
         joint = JointLoss(self.model, self.objective, data.negatives)

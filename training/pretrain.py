@@ -121,11 +121,44 @@ def warm_cache(
     return list(items)
 
 
+def grouped_order(
+    order: Sequence[int], groups: Sequence[object], per_group: int, seed: int
+) -> list[int]:
+    """`order` rearranged into runs of up to `per_group` indices sharing a group.
+
+    Contiguous batches of such an order hold several tracks of each of a few albums. For a
+    contrastive loss on crops of one track, those album mates are the hard negatives: with
+    random batches the other tracks almost always come from other albums and differ in style,
+    so the loss is satisfied by style features and never has to tell two tracks of one
+    soundtrack apart (what first-half -> second-half identification asks). Indices keep their
+    shuffled order inside a group; which group's run comes next is drawn from `seed`, and a
+    group with fewer than `per_group` indices left contributes a shorter run.
+    """
+    if per_group < 2:
+        return list(order)
+    queues: dict[object, list[int]] = {}
+    for index in order:
+        queues.setdefault(groups[index], []).append(index)
+    pending = list(queues.values())
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    while pending:
+        # Larger queues go first more often, so no album is left to fill the epoch's end alone.
+        sizes = np.array([len(q) for q in pending], dtype=np.float64)
+        k = int(rng.choice(len(pending), p=sizes / sizes.sum()))
+        out.extend(pending[k][:per_group])
+        del pending[k][:per_group]
+        if not pending[k]:
+            pending.pop(k)
+    return out
+
+
 class StepBatches:
     """Batches for global steps: epoch = a pass over this rank's shard, reshuffled per epoch.
 
     `iterate(start_step)` begins exactly where step `start_step` of an uninterrupted run would,
-    which is what makes resuming mid-epoch exact.
+    which is what makes resuming mid-epoch exact. With `groups` and `per_group` >= 2, each
+    batch is made of runs of `per_group` items sharing a group (see `grouped_order`).
     """
 
     def __init__(
@@ -136,10 +169,16 @@ class StepBatches:
         seed: int,
         workers: int = 0,
         min_batch: int = 2,
+        groups: Sequence[object] | None = None,
+        per_group: int = 0,
     ) -> None:
         self.dataset = dataset
         self.seed = int(seed)
         self.workers = int(workers)
+        if per_group >= 2 and (groups is None or len(groups) != len(dataset)):
+            raise ValueError("per_group needs one group per dataset item")
+        self.groups = groups
+        self.per_group = int(per_group)
         self.pin_memory = ctx.device.type == "cuda"  # lets to_device copy asynchronously
         self.sampler = distributed.sampler(dataset, ctx, seed, shuffle=True, drop_last=True)
         per_rank = len(self.sampler)
@@ -167,6 +206,10 @@ class StepBatches:
             if set_epoch is not None:
                 set_epoch(epoch)
             order = list(self.sampler)
+            if self.groups is not None and self.per_group >= 2:
+                order = grouped_order(
+                    order, self.groups, self.per_group, self.seed * 1_000_003 + epoch
+                )
             bs = self.batch_size
             batches = [order[i * bs : (i + 1) * bs] for i in range(skip, self.batches_per_epoch)]
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
