@@ -9,7 +9,7 @@ TORCH  ?= torch==2.14.1 torchaudio==2.11.0
 # tests/test_corpus_synth.py.
 DEBS   := libportaudio2 fluidsynth
 
-.PHONY: run test lint format bench system-deps package
+.PHONY: run test lint format bench system-deps package teacher
 
 run: $(STAMP)
 	$(VENV)/bin/musicssl
@@ -41,3 +41,14 @@ $(STAMP): pyproject.toml | system-deps
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev,recipe]'
 	touch $(STAMP)
+
+# The corpus recipe's optional teacher (musicnn, MagnaTagATune): TensorFlow in its own venv, so
+# neither the app nor the training module ever imports it (training/corpus/teacher.py).
+# musicnn 0.1.0 pins an old TensorFlow; --no-deps installs it next to a current one.
+TEACHER := .venv-teacher
+teacher: $(TEACHER)/.installed
+$(TEACHER)/.installed:
+	test -x $(TEACHER)/bin/python || python3 -m venv $(TEACHER)
+	$(TEACHER)/bin/python -m pip install -q tensorflow-cpu==2.20.0 tf-keras==2.20.1 librosa soundfile
+	$(TEACHER)/bin/python -m pip install -q --no-deps musicnn==0.1.0
+	touch $@

@@ -13,6 +13,7 @@ from musicssl.engine.bundle import load_bundle
 from musicssl.engine.library import Library
 from musicssl.training import checkpoint as ckpt
 from musicssl.training.config import (
+    ConfigError,
     EvaluateConfig,
     ExportConfig,
     FinetuneConfig,
@@ -64,6 +65,21 @@ def test_masked_bce_counts_known_labels_only():
     widened = widen_mask(targets, mask, "labelled")
     assert widened.tolist() == [[True, True], [False, False]]
     assert widen_mask(targets, mask, "explicit").tolist() == mask.tolist()
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_mixed_negatives_keep_tag_by_tag_rows_partial(as_tensor):
+    """Genre-list rows (positives only) know every tag; a row with an explicit "no" (teacher
+    labels) leaves the tags it did not mention unknown, under both numpy and torch."""
+    targets = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 0]], np.float32)
+    mask = np.array([[True, False, False], [True, True, False], [False, False, False]])
+    if as_tensor:
+        targets, mask = torch.from_numpy(targets), torch.from_numpy(mask)
+    widened = widen_mask(targets, mask, "mixed")
+    assert widened.tolist() == [[True, True, True], [True, True, False], [False, False, False]]
+    assert widen_mask(targets, mask, "labelled").tolist()[1] == [True, True, True]
+    with pytest.raises(ConfigError, match="mixed"):
+        widen_mask(targets, mask, "sometimes")
 
 
 def test_finetune_on_partial_tags_beats_the_frozen_probe(music, tmp_path):

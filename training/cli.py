@@ -222,6 +222,26 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_teacher(args: argparse.Namespace) -> int:
+    from musicssl.engine.bundle import load_bundle
+    from musicssl.engine.models import shipped_models_dir
+
+    from .corpus.teacher import label_tracks, run_teacher
+
+    root = Path(args.root).expanduser().absolute()
+    out = run_teacher(root, args.python, args.patches)
+    print(f"teacher output: {out}")
+    if args.library:
+        source = args.vocabulary_from or shipped_models_dir() / "musicssl-default"
+        vocab = load_bundle(source).config.tags
+        counts = label_tracks(root, Path(args.library).expanduser(), vocab)
+        print(
+            f"labelled {counts['tracks']} real tracks of {args.library}: "
+            f"{counts['yes']} yes, {counts['no']} no"
+        )
+    return 0
+
+
 def cmd_corpus_evaluate(args: argparse.Namespace) -> int:
     from musicssl.engine.device import configure_cpu_threads
 
@@ -235,6 +255,7 @@ def cmd_corpus_evaluate(args: argparse.Namespace) -> int:
         excerpts=args.excerpts,
         tasks=[t for t in args.tasks.split(",") if t],
         baselines=[b for b in args.baselines.split(",") if b],
+        split=args.split,
         progress=not args.no_progress,
     )
     if args.threads:
@@ -398,6 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0, help="synthetic piece length")
     p.add_argument("--workers", type=int, default=2, help="parallel FluidSynth renders")
     p.add_argument("--seed", type=int, default=0)
+    p = corpus_sub.add_parser("teacher", help="musicnn tags for the real files (recipe only)")
+    p.set_defaults(handler=cmd_corpus_teacher)
+    p.add_argument("--root", required=True, help="corpus folder")
+    p.add_argument(
+        "--python",
+        default=".venv-teacher/bin/python",
+        help="interpreter with tensorflow-cpu, tf-keras and musicnn (make .venv-teacher)",
+    )
+    p.add_argument("--patches", type=int, default=20, help="3 s patches per file")
+    p.add_argument("--library", help="write yes/no labels into this training library")
+    p.add_argument(
+        "--vocabulary-from", help="bundle whose tags the labels use (default: the shipped model)"
+    )
     p = corpus_sub.add_parser("evaluate", help="score a model on the corpus's held-out parts")
     p.set_defaults(handler=cmd_corpus_evaluate)
     p.add_argument("checkpoint", help="run, checkpoint or bundle")
@@ -407,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--excerpts", type=int, default=8)
     p.add_argument("--tasks", default="tags", help="probe tasks: tags,instrument,genre,tempo,mode")
     p.add_argument("--baselines", default="mfcc,random-init")
+    p.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="val: compare candidate runs without touching the test split",
+    )
     p.add_argument("--threads", type=int)
     p.add_argument("--no-progress", action="store_true")
 

@@ -66,7 +66,8 @@ class DataConfig:
     min_tag_count: int = 1
     # Which unmentioned tags count as "no": "labelled" = on a track with any positive tag, every
     # other vocabulary tag is a negative (the tagging datasets' convention); "explicit" = only
-    # the user's explicit "not this tag" entries are negatives.
+    # the user's explicit "not this tag" entries are negatives; "mixed" = "labelled" for tracks
+    # without any explicit "no", "explicit" for the others (teacher labels next to file genres).
     negatives: str = "labelled"
     label_fraction: float = 1.0  # keep this share of the training labels (limited-label runs)
     decode_workers: int = 1

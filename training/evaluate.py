@@ -49,7 +49,7 @@ ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 RESULTS_PNG = "results.png"
-NEGATIVE_POLICIES = ("labelled", "explicit")
+NEGATIVE_POLICIES = ("labelled", "explicit", "mixed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,17 +67,26 @@ def known_labels(
 def widen_mask(targets: ArrayLike, mask: ArrayLike, negatives: str = "labelled") -> ArrayLike:
     """Under "labelled", a row with any known positive knows all its tags (absent = negative).
 
+    Under "mixed", only rows without any explicit negative do: a row that says "no" somewhere
+    was labelled tag by tag (a teacher's confident calls, a careful user), so what it leaves
+    out is unknown, while a file's genre list still means "these and nothing else".
     Works on numpy arrays and torch tensors alike, since training applies it per batch.
     """
     if negatives not in NEGATIVE_POLICIES:
-        raise ConfigError(f"data.negatives: unknown {negatives!r} (use labelled or explicit)")
+        raise ConfigError(
+            f"data.negatives: unknown {negatives!r} (use {', '.join(NEGATIVE_POLICIES)})"
+        )
     if negatives == "explicit":
         return mask
     if isinstance(targets, torch.Tensor):
-        has_positive = ((targets >= 0.5) & mask).any(dim=1, keepdim=True)
-        return mask | has_positive
-    has_positive = ((targets >= 0.5) & mask).any(axis=1, keepdims=True)
-    return mask | has_positive
+        implicit = ((targets >= 0.5) & mask).any(dim=1, keepdim=True)
+        if negatives == "mixed":
+            implicit &= ~((targets < 0.5) & mask).any(dim=1, keepdim=True)
+        return mask | implicit
+    implicit = ((targets >= 0.5) & mask).any(axis=1, keepdims=True)
+    if negatives == "mixed":
+        implicit &= ~((targets < 0.5) & mask).any(axis=1, keepdims=True)
+    return mask | implicit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,12 +435,12 @@ def _retrieval_labels(items: Sequence[TrackItem], kind: str) -> list[object]:
     raise ConfigError(f"retrieval_label: unknown {kind!r} (use album or artist)")
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON without NaN (null instead): results files must load in strict parsers."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return None if not math.isfinite(float(value)) else float(value)
     if isinstance(value, np.integer):
@@ -529,7 +538,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             entry["identification_tracks"] = int(ok.sum())
         results[fs.name] = entry
 
-    report = _clean(
+    report = json_safe(
         {
             "features": results,
             "vocab": vocab,

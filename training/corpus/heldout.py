@@ -7,8 +7,17 @@ is held out, so this module scores on exactly that:
 - synthetic test pieces (rendered with the other soundfont): the model's own tag head, and
   frozen probes trained on the synthetic train split (early-stopped on val), for the shipped tag
   vocabulary and for each probe facet (instrument, genre, tempo class, mode);
-- the same for the baselines: MFCC/spectral statistics and the same network at random init.
+- the same for the baselines: MFCC/spectral statistics and the same network at random init;
+- where the corpus has musicnn teacher output (`corpus teacher`): the own head's agreement with
+  the teacher's confident yes/no calls on the real soundtracks (the only tag signal on real
+  music the corpus has), how many tags the head's thresholds put on each real track, and
+  musicnn's own max-pool features as a retrieval peer (z-scored, as DESIGN.md measured them).
 Embeddings and probes are the ones `evaluate` uses, so the two reports mean the same thing.
+
+`split="val"` scores the validation soundtrack and pieces instead of the test ones (the probes
+then early-stop on what they are scored on, so only compare such numbers with each other): it
+is how two candidate runs are compared without looking at the test split. The report's keys
+keep their names ("real_test" = the real tracks scored).
 """
 
 from __future__ import annotations
@@ -26,18 +35,20 @@ from musicssl.engine.bundle import BundleConfig, build_model
 from musicssl.engine.embedding_model import EmbeddingModel
 
 from .. import metrics
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from ..datasets import TrackItem, subsample_labels, vocabulary
 from ..evaluate import (
     ProbeSettings,
     embed_tracks,
     handcrafted_features,
+    json_safe,
     known_labels,
     train_probe,
     zscore,
 )
 from ..pretrain import open_cache, warm_cache
 from .manifest import Entry, read_manifest, to_items
+from .teacher import TEACHER_FILE, read_teacher, teacher_labels
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,7 @@ __all__ = ["FACETS", "HeldoutConfig", "evaluate_heldout", "markdown", "write_res
 
 FACETS = ("instrument", "genre", "tempo", "mode")
 TAGS = "tags"  # the shipped vocabulary as a probe task
+BASELINES = ("mfcc", "random-init")
 
 
 @dataclass
@@ -57,6 +69,7 @@ class HeldoutConfig:
     fractions: list[float] = field(default_factory=lambda: [1.0])
     tasks: list[str] = field(default_factory=lambda: [TAGS])
     baselines: list[str] = field(default_factory=lambda: ["mfcc", "random-init"])
+    split: str = "test"  # "val" to compare candidate runs without touching the test split
     seed: int = 0
     progress: bool = False
 
@@ -136,20 +149,64 @@ def _head_scores(model: EmbeddingModel, feats: dict[str, Any], items) -> dict[st
     return metrics.tagging_metrics(feats["synth_test"]["p"][:, columns], y, m)
 
 
+def _real_tag_scores(
+    model: EmbeddingModel, probs: np.ndarray, real: Sequence[Entry], teacher
+) -> dict[str, Any]:
+    """The head on real tracks: agreement with the teacher, and how many tags it hands out.
+
+    Agreement is macro ROC-AUC/PR-AUC against musicnn's confident yes/no calls (tags the two
+    vocabularies share; unsure calls are left out). Tags per track use the bundle's own
+    thresholds (0.5 for a checkpoint without any): a tag on nearly every track says nothing.
+    """
+    vocab = list(model.tags)
+    labels = [teacher_labels(teacher, e.path, vocab) for e in real]
+    column = {t: j for j, t in enumerate(vocab)}
+    y = np.zeros((len(real), len(vocab)), np.float32)
+    m = np.zeros_like(y, dtype=bool)
+    for i, known in enumerate(labels):
+        for tag, value in known.items():
+            y[i, column[tag]], m[i, column[tag]] = value, True
+    out: dict[str, Any] = dict(metrics.tagging_metrics(probs, y, m))
+    thresholds = np.asarray(getattr(model, "thresholds", None) or [0.5] * len(vocab))
+    on = probs >= thresholds[None, :]
+    share = on.mean(axis=0)
+    out["tags_per_track"] = float(on.sum(axis=1).mean())
+    out["widest_tag"] = vocab[int(share.argmax())]
+    out["widest_tag_share"] = float(share.max())
+    return out
+
+
 def evaluate_heldout(
     cfg: HeldoutConfig,
     models: dict[str, EmbeddingModel],
     bundle_config: BundleConfig,
 ) -> dict[str, Any]:
     """Scores for each named model and the configured baselines (see the module doc)."""
+    # Checked before any decoding: a typo must not cost a pass over the whole corpus.
+    if cfg.split not in ("val", "test"):
+        raise ConfigError(f"split must be 'val' or 'test', got {cfg.split!r}")
+    unknown = [t for t in cfg.tasks if t not in (TAGS, *FACETS)]
+    if unknown:
+        raise ConfigError(f"unknown task(s) {unknown} (use {', '.join((TAGS, *FACETS))})")
+    unknown = [b for b in cfg.baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {unknown} (use {', '.join(BASELINES)})")
     entries = read_manifest(cfg.root)
     synth = {s: _select(entries, "synth", s) for s in ("train", "val", "test")}
-    real_test = _select(entries, "real", "test")
+    synth["test"] = synth[cfg.split]
+    real_test = _select(entries, "real", cfg.split)
     data = DataConfig(cache_dir=str(cfg.cache_dir) if cfg.cache_dir else None)
     cache = open_cache(data, bundle_config.sample_rate)
     crop = bundle_config.excerpt_samples
     everything = to_items(cfg.root, [*synth["train"], *synth["val"], *synth["test"], *real_test])
-    warm_cache(cache, everything, data, cfg.progress)
+    # Undecodable files (warned about by warm_cache) are left out of every part and count.
+    kept = {item.path for item in warm_cache(cache, everything, data, cfg.progress)}
+
+    def decodable(part: list[Entry]) -> list[Entry]:
+        return [e for e in part if str((cfg.root / e.path).resolve()) in kept]
+
+    synth = {s: decodable(v) for s, v in synth.items()}
+    real_test = decodable(real_test)
 
     task_items = {
         task: {
@@ -165,13 +222,12 @@ def evaluate_heldout(
     for baseline in cfg.baselines:
         if baseline == "mfcc":
             sets["mfcc"] = None
-        elif baseline == "random-init":
+        else:  # random-init (checked above)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 sets["random-init"] = build_model(bundle_config)
-        else:
-            raise ValueError(f"unknown baseline {baseline!r} (use mfcc, random-init)")
 
+    teacher = read_teacher(cfg.root) if (cfg.root / TEACHER_FILE).is_file() else None
     results: dict[str, Any] = {}
     for name, model in sets.items():
         log.info("held-out evaluation: %s", name)
@@ -181,6 +237,10 @@ def evaluate_heldout(
         }
         if model is not None and model.n_tags and name != "random-init":
             entry["head"] = _head_scores(model, feats, items)
+            if teacher is not None:
+                entry["real_tags"] = _real_tag_scores(
+                    model, feats["real_test"]["p"], real_test, teacher
+                )
         labels = [i.album for i in items["real_test"]]
         entry["retrieval"] = metrics.retrieval_metrics(feats["real_test"]["z"], labels)
         if "first" in feats["real_test"]:
@@ -188,9 +248,17 @@ def evaluate_heldout(
             ok = ~np.isnan(first).any(axis=1)
             entry["identification"] = metrics.identification_accuracy(first[ok], second[ok])
         results[name] = entry
+    if teacher is not None and all(e.path in teacher.features for e in real_test):
+        musicnn = np.stack([teacher.features[e.path] for e in real_test])
+        labels = [e.album for e in real_test]
+        results["musicnn max-pool (peer)"] = {
+            "probes": {},
+            "retrieval": metrics.retrieval_metrics(zscore(musicnn), labels),
+        }
     return {
         "features": results,
         "counts": {
+            "split": cfg.split,
             **{f"synth_{s}": len(v) for s, v in synth.items()},
             "real_test": len(real_test),
             "real_test_soundtracks": sorted({e.album for e in real_test}),
@@ -252,6 +320,6 @@ def markdown(report: dict[str, Any]) -> str:
 def write_results(report: dict[str, Any], out: Path) -> None:
     """results.json (NaN as null) and results.md into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2, allow_nan=True).replace("NaN", "null")
+    text = json.dumps(json_safe(report), indent=2, allow_nan=False)  # NaN -> null, names intact
     (out / "results.json").write_text(text + "\n", encoding="utf-8")
     (out / "results.md").write_text(markdown(report), encoding="utf-8")
