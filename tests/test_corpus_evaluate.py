@@ -193,7 +193,7 @@ def test_scores_every_feature_set_on_the_held_out_parts_only(
     assert _unit(head["roc_auc"]) and head["n_tags"] == len(TAGS), head
     assert "head" not in features["random-init"] and "head" not in features["mfcc"]
 
-    assert f"{SPLIT_SIZES['test']} synthetic test pieces" in md
+    assert f"test split: {SPLIT_SIZES['test']} synthetic pieces (other soundfont)" in md
     assert f"{len(real_test)} tracks of {len(SOUNDTRACKS)} test soundtracks" in md
     assert "| model | tags | own head | 100% |" in md
     for name in ("model", "mfcc", "random-init"):

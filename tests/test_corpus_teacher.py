@@ -129,7 +129,8 @@ def test_heldout_scores_the_head_against_the_teacher_and_adds_musicnn(
     assert 0.0 <= real_tags["widest_tag_share"] <= 1.0
     peer = report["features"]["musicnn max-pool (peer)"]
     assert peer["retrieval"]["queries"] == len(real_test)
-    assert "musicnn max-pool (peer)" in (out / "results.md").read_text(encoding="utf-8")
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert "| musicnn max-pool (peer) |" in md and "ROC-AUC vs musicnn" in md
 
 
 def test_split_val_scores_the_validation_parts(corpus, bundle, tmp_path, one_torch_thread):  # noqa: F811

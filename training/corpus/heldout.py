@@ -281,9 +281,11 @@ def _fmt(value: Any) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """Tables: tagging on synthetic test pieces, retrieval/identification on real soundtracks."""
     counts = report["counts"]
+    split = counts.get("split", "test")
     lines = [
-        f"Held-out data: {counts['synth_test']} synthetic test pieces (other soundfont); "
-        f"{counts['real_test']} tracks of {len(counts['real_test_soundtracks'])} test soundtracks "
+        f"Scored on the {split} split: {counts['synth_test']} synthetic pieces"
+        f"{' (other soundfont)' if split == 'test' else ''}; {counts['real_test']} tracks of "
+        f"{len(counts['real_test_soundtracks'])} soundtracks "
         f"({', '.join(counts['real_test_soundtracks'])}).",
         "",
         "| features | task | probe | labels | ROC-AUC | PR-AUC |",
@@ -314,6 +316,21 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {_fmt(entry.get('identification'))} |"
         )
+    real = {name: e["real_tags"] for name, e in report["features"].items() if e.get("real_tags")}
+    if real:
+        lines += [
+            "",
+            "Own head on the real tracks: agreement with musicnn's confident calls (n = tags "
+            "with a yes and a no), and what the bundle's thresholds hand out.",
+            "",
+            "| features | ROC-AUC vs musicnn | PR-AUC | n | tags per track | widest tag (share) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in real.items():
+            lines.append(
+                f"| {name} | {_fmt(r.get('roc_auc'))} | {_fmt(r.get('pr_auc'))} | {r['n_tags']} | "
+                f"{r['tags_per_track']:.1f} | {r['widest_tag']} ({r['widest_tag_share']:.0%}) |"
+            )
     return "\n".join(lines) + "\n"
 
 
