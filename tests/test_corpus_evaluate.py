@@ -194,7 +194,7 @@ def test_scores_every_feature_set_on_the_held_out_parts_only(
     assert "head" not in features["random-init"] and "head" not in features["mfcc"]
 
     assert f"test split: {SPLIT_SIZES['test']} synthetic pieces (other soundfont)" in md
-    assert f"{len(real_test)} tracks of {len(SOUNDTRACKS)} test soundtracks" in md
+    assert f"{len(real_test)} tracks of {len(SOUNDTRACKS)} soundtracks" in md
     assert "| model | tags | own head | 100% |" in md
     for name in ("model", "mfcc", "random-init"):
         for task in TASKS:
