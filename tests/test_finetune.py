@@ -215,6 +215,19 @@ def test_library_finetune_export_install_and_analyze(music, tmp_path):
     assert "git_commit" in provenance and provenance["thresholds"]["val_tracks"] > 0
     assert result.installed is not None and result.installed.model_id == result.model_id
 
+    # Naming the training library again keeps training's split (other settings would tune the
+    # thresholds on tracks the model trained on), so the bundle comes out the same.
+    again = export(
+        load_config(
+            ExportConfig,
+            None,
+            {"checkpoint": str(run), "device": "cpu", "out": str(tmp_path / "again"),
+             "data.library": str(db_path), "data.split": [0.5, 0.5, 0.0]},
+        )
+    )  # fmt: skip
+    assert load_bundle(again.path).config.thresholds == bundle.config.thresholds
+    assert load_bundle(again.path).config.provenance["data"] == provenance["data"]
+
     with Library(db_path) as library:
         assert library.active_model().model_id == result.model_id
         report = library.analyze()

@@ -109,11 +109,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _source(data: DataConfig) -> tuple[str, str] | None:
+    for kind in ("library", "folder"):
+        value = getattr(data, kind)
+        if value:
+            return kind, str(Path(value).expanduser().resolve())
+    return None
+
+
 def _data_of(config: ExportConfig, state: dict[str, Any]) -> DataConfig | None:
-    if config.data is not None and (config.data.folder or config.data.library):
-        return config.data
-    saved = (state.get("config") or {}).get("data")
-    return from_dict(DataConfig, saved, "checkpoint data") if saved else None
+    """The data thresholds are tuned on: by default, and always for the training data itself,
+    the checkpoint's own settings, so "validation" is the split training held out.
+
+    Naming the training library again (`--library`) must not swap in default split settings:
+    a different split would tune thresholds on tracks the model was trained on.
+    """
+    raw = (state.get("config") or {}).get("data")
+    saved = from_dict(DataConfig, raw, "checkpoint data") if raw else None
+    given = config.data if config.data is not None and _source(config.data) else None
+    if given is None or (saved is not None and _source(given) == _source(saved)):
+        return saved
+    return given
 
 
 def _run_folder(checkpoint: Path) -> Path:
