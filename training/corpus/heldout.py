@@ -150,7 +150,11 @@ def _head_scores(model: EmbeddingModel, feats: dict[str, Any], items) -> dict[st
 
 
 def _real_tag_scores(
-    model: EmbeddingModel, probs: np.ndarray, real: Sequence[Entry], teacher
+    model: EmbeddingModel,
+    probs: np.ndarray,
+    real: Sequence[Entry],
+    teacher,
+    thresholds: Sequence[float],
 ) -> dict[str, Any]:
     """The head on real tracks: agreement with the teacher, and how many tags it hands out.
 
@@ -167,8 +171,7 @@ def _real_tag_scores(
         for tag, value in known.items():
             y[i, column[tag]], m[i, column[tag]] = value, True
     out: dict[str, Any] = dict(metrics.tagging_metrics(probs, y, m))
-    thresholds = np.asarray(getattr(model, "thresholds", None) or [0.5] * len(vocab))
-    on = probs >= thresholds[None, :]
+    on = probs >= np.asarray(thresholds, np.float32)[None, :]
     share = on.mean(axis=0)
     out["tags_per_track"] = float(on.sum(axis=1).mean())
     out["widest_tag"] = vocab[int(share.argmax())]
@@ -238,8 +241,11 @@ def evaluate_heldout(
         if model is not None and model.n_tags and name != "random-init":
             entry["head"] = _head_scores(model, feats, items)
             if teacher is not None:
+                # The bundle's thresholds belong to its own model (experiments pass several).
+                own = list(model.tags) == list(bundle_config.tags) and bundle_config.thresholds
+                thresholds = bundle_config.thresholds if own else [0.5] * model.n_tags
                 entry["real_tags"] = _real_tag_scores(
-                    model, feats["real_test"]["p"], real_test, teacher
+                    model, feats["real_test"]["p"], real_test, teacher, thresholds
                 )
         labels = [i.album for i in items["real_test"]]
         entry["retrieval"] = metrics.retrieval_metrics(feats["real_test"]["z"], labels)
