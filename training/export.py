@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from musicssl.engine.embedding_model import EmbeddingModel
 from . import metrics
 from .checkpoint import CHECKPOINT_DIR, is_bundle, load_model, resolve_checkpoint
 from .config import DataConfig, ExportConfig, from_dict
-from .evaluate import embed_tracks, known_labels
+from .evaluate import embed_tracks, json_safe, known_labels
 from .pretrain import load_items, open_cache, split_items, warm_cache
 
 log = logging.getLogger(__name__)
@@ -96,17 +95,6 @@ def git_commit() -> str | None:
         return None
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and commit else None
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe provenance: NaN/inf become None (bundle configs reject them)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
 
 
 def _source(data: DataConfig) -> tuple[str, str] | None:
@@ -239,7 +227,7 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
         tags=list(model.tags),
         thresholds=[float(t) for t in thresholds],
         trained=True,
-        provenance=_plain(provenance),
+        provenance=json_safe(provenance),  # bundle configs reject NaN/inf
     )
     if config.out:
         dest = Path(config.out).expanduser()
