@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -150,3 +151,20 @@ def test_split_val_scores_the_validation_parts(corpus, bundle, tmp_path, one_tor
     assert counts["split"] == "val"
     assert counts["synth_test"] == synth_val  # the scored pieces are the validation ones
     assert counts["real_test"] == sum(e.source == "real" and e.split == "val" for e in entries)
+
+
+def test_a_missing_teacher_environment_is_a_clear_error(corpus, tmp_path, capsys):  # noqa: F811
+    root, _ = corpus
+    missing = tmp_path / "no-venv" / "bin" / "python"
+    assert main(["corpus", "teacher", "--root", str(root), "--python", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert "make teacher" in err and "Traceback" not in err
+    assert not (root / TEACHER_FILE).exists()
+
+
+def test_a_failing_runner_is_reported_without_a_traceback(corpus, tmp_path, capsys):  # noqa: F811
+    """A teacher venv without musicnn: the runner's import fails, the command says so."""
+    root, _ = corpus
+    assert main(["corpus", "teacher", "--root", str(root), "--python", sys.executable]) == 2
+    assert "musicnn runner failed" in capsys.readouterr().err
+    assert not (root / TEACHER_FILE).exists()

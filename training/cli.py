@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--python",
         default=".venv-teacher/bin/python",
-        help="interpreter with tensorflow-cpu, tf-keras and musicnn (make .venv-teacher)",
+        help="interpreter with tensorflow-cpu, tf-keras and musicnn (make teacher)",
     )
     p.add_argument("--patches", type=int, default=20, help="3 s patches per file")
     p.add_argument("--library", help="write yes/no labels into this training library")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from musicssl.engine.library import Library
 
+from ..config import ConfigError
 from .manifest import Entry, read_manifest
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,13 @@ def _real(entries: Sequence[Entry]) -> list[Entry]:
 def run_teacher(root: Path, python: str, patches: int = 20) -> Path:
     """Tag every real file of the manifest with musicnn; reuses a finished run.
 
-    `python` is the interpreter of the teacher environment (`make .venv-teacher`).
+    `python` is the interpreter of the teacher environment (`make teacher`).
     """
+    if shutil.which(python) is None:
+        raise FileNotFoundError(
+            f"{python}: no teacher interpreter; `make teacher` creates .venv-teacher with "
+            "tensorflow-cpu, tf-keras and musicnn"
+        )
     out = root / TEACHER_FILE
     wanted = [e.path for e in _real(read_manifest(root))]
     if out.is_file():
@@ -76,12 +83,13 @@ def run_teacher(root: Path, python: str, patches: int = 20) -> Path:
             return out
     paths = "".join(f"{root / p}\n" for p in wanted)
     log.info("musicnn over %d real files (%d patches each)", len(wanted), patches)
-    subprocess.run(
-        [python, str(RUNNER), str(out), "--patches", str(patches)],
-        input=paths,
-        text=True,
-        check=True,
+    done = subprocess.run(
+        [python, str(RUNNER), str(out), "--patches", str(patches)], input=paths, text=True
     )
+    if done.returncode != 0:
+        raise ConfigError(
+            f"the musicnn runner failed (exit {done.returncode}); see its output above"
+        )
     return out
 
 
