@@ -155,6 +155,7 @@ class Player(QObject):
         if self.state == "paused" and self._stream is not None:
             self._stream.start()
             self._set_state("playing")
+            self._timer.start()
 
     def seek(self, seconds: float) -> None:
         if self.track is None or not self.available:
@@ -162,9 +163,7 @@ class Player(QObject):
         seconds = max(0.0, min(seconds, self.duration or seconds))
         was_paused = self.state == "paused"
         self._teardown()
-        self._start(seconds)
-        if was_paused:
-            self.pause()
+        self._start(seconds, paused=was_paused)
 
     def stop(self) -> None:
         self._teardown()
@@ -172,7 +171,9 @@ class Player(QObject):
         self.position_changed.emit(0.0, self.duration)
 
     # -- internals ---------------------------------------------------------------------------
-    def _start(self, start: float) -> None:
+    def _start(self, start: float, paused: bool = False) -> None:
+        """Open a stream at `start`; `paused` leaves it unstarted (a seek while paused must not
+        play the first block, nor move the position past the seek target)."""
         self._generation += 1
         generation = self._generation
         self._start_s = start
@@ -215,6 +216,9 @@ class Player(QObject):
             callback=callback,
             finished_callback=lambda: self._finished.emit(generation),
         )
+        if paused:
+            self._set_state("paused")
+            return
         self._stream.start()
         self._set_state("playing")
         self._timer.start()

@@ -218,6 +218,7 @@ class FakeSoundDevice:
             self.finished_callback = finished_callback
             self.active = threading.Event()
             self.closed = threading.Event()
+            self.in_callback = threading.Lock()  # PortAudio's stop waits for the running one
             self.frames = 0
             self.thread = threading.Thread(target=self._run, daemon=True)
             self.thread.start()
@@ -227,14 +228,17 @@ class FakeSoundDevice:
             while not self.closed.is_set():
                 if not self.active.wait(0.01):
                     continue
-                try:
-                    self.callback(out, self.BLOCK, None, None)
-                    self.frames += self.BLOCK
-                except FakeSoundDevice.CallbackStop:
-                    self.active.clear()
-                    self.closed.set()
-                    self.finished_callback()
-                    return
+                with self.in_callback:
+                    if not self.active.is_set():
+                        continue
+                    try:
+                        self.callback(out, self.BLOCK, None, None)
+                        self.frames += self.BLOCK
+                    except FakeSoundDevice.CallbackStop:
+                        self.active.clear()
+                        self.closed.set()
+                        self.finished_callback()
+                        return
                 time.sleep(self.BLOCK / self.rate / self.owner.speed)
 
         def start(self) -> None:
@@ -242,9 +246,11 @@ class FakeSoundDevice:
 
         def stop(self) -> None:
             self.active.clear()
+            with self.in_callback:
+                pass
 
         def abort(self) -> None:
-            self.active.clear()
+            self.stop()
 
         def close(self) -> None:
             self.closed.set()

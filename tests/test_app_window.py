@@ -546,6 +546,8 @@ def test_preview_play_pause_seek_with_space(qtbot, make_window, library):
     assert player.position == paused_at
     player.seek(2.0)
     assert player.state == "paused" and abs(player.position - 2.0) < 1e-6
+    qtbot.wait(100)  # a seek while paused plays nothing, not even one block
+    assert player.position == 2.0 and window.player.track["title"] == "Noon"
     window.act_play.trigger()
     qtbot.waitUntil(lambda: player.state == "stopped", timeout=10000)  # played to the end
     assert player.position >= 2.5
