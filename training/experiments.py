@@ -305,6 +305,8 @@ def render_doc(cfg: ExperimentsConfig) -> str:
     if rows:
         lines += ["| features | " + " | ".join(FACETS) + " |", "|---" * (len(FACETS) + 1) + "|"]
         for name, entry, _ in rows:
+            if not entry["probes"]:  # a retrieval-only peer (musicnn's own features)
+                continue
             cells = [
                 _f(entry["probes"].get(t, {}).get("mlp", {}).get("1", {}).get("roc_auc"))
                 for t in FACETS

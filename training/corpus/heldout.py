@@ -257,7 +257,7 @@ def evaluate_heldout(
     if teacher is not None and all(e.path in teacher.features for e in real_test):
         musicnn = np.stack([teacher.features[e.path] for e in real_test])
         labels = [e.album for e in real_test]
-        results["musicnn max-pool (peer)"] = {
+        results["musicnn max-pool"] = {
             "probes": {},
             "retrieval": metrics.retrieval_metrics(zscore(musicnn), labels),
         }
