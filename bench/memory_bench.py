@@ -21,42 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import measure
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 BLOCK_S = 30.0
 RATE = 44100
-
-
-def rss_mb() -> float:
-    """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return peak_mb()
-
-
-def peak_mb() -> float:
-    """This process's peak RSS. Linux: VmHWM, because ru_maxrss survives fork + exec and would
-    report the parent's size for a child that stayed smaller."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 2**20 if sys.platform == "darwin" else 2**10
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def write_long_mp3(path: Path, seconds: float) -> None:
@@ -124,7 +101,7 @@ def child_scan(db: Path, folder: Path) -> dict:
         "tracks": tracks,
         "errors": len(report.errors),
         "wall_s": time.perf_counter() - started,
-        "peak_mb": peak_mb(),
+        "peak_mb": measure.peak_mb(),
     }
 
 
@@ -138,12 +115,12 @@ def child_analyze(db: Path, policy: str, count: int) -> dict:
 
     def progress(done: int, total: int, _path: str) -> None:
         if done >= next_sample[0] or done == total:
-            samples.append((done, round(rss_mb(), 1)))
+            samples.append((done, round(measure.rss_mb(), 1)))
             next_sample[0] = done + max(1, total // 10)
 
     with Library(db) as lib:
         lib.active_model()  # the random-init baseline, created in the temp data folder
-        baseline = rss_mb()
+        baseline = measure.rss_mb()
         options = AnalysisOptions(policy=ExcerptPolicy(policy, max(count, 1)))
         started = time.perf_counter()
         report = lib.analyze(options, progress)
@@ -156,21 +133,12 @@ def child_analyze(db: Path, policy: str, count: int) -> dict:
         "wall_s": wall,
         "rss_before_mb": baseline,
         "rss_samples": samples,
-        "peak_mb": peak_mb(),
+        "peak_mb": measure.peak_mb(),
     }
 
 
 def run_child(args: list[str], data: Path) -> dict:
-    env = dict(os.environ, MUSICSSL_DATA_DIR=str(data), PYTHONDONTWRITEBYTECODE="1")
-    env.pop("MUSICSSL_DB", None)
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = measure.run_child(__file__, args, data, PYTHONDONTWRITEBYTECODE="1")
     print(json.dumps(result), file=sys.stderr)
     return result
 

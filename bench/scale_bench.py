@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import measure
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,19 +39,6 @@ MODEL = "scale-bench"
 GENRES = ["Rock", "Jazz", "Ambient", "Classical", "Electronic", "Folk", "Hip-Hop", "Pop"]
 WORDS = ["night", "river", "blue", "fire", "dance", "home", "light", "rain", "gold", "echo"]
 CODECS = ["mp3", "flac", "aac", "vorbis", "opus"]
-
-
-def rss_mb() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_mb() -> float:
-    """Peak RSS of this process: VmHWM (ru_maxrss survives fork + exec: the parent's size)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def build(path: Path, n: int, dim: int) -> dict:
@@ -127,8 +113,8 @@ def child_engine(db: Path, runs: int) -> dict:
         "indexed": len(index),
         "open_and_load_index_s": open_s,
         "similar_ms": [round(t * 1000, 1) for t in times],
-        "rss_mb": rss_mb(),
-        "peak_mb": peak_mb(),
+        "rss_mb": measure.rss_mb(),
+        "peak_mb": measure.peak_mb(),
     }
 
 
@@ -176,7 +162,7 @@ def child_app(db: Path, spawned_at: float, runs: int, data: Path) -> dict:
         app.processEvents()
         time.sleep(0.001)
     first_paint_s = watcher.at - spawned_at
-    rss_after_start = rss_mb()
+    rss_after_start = measure.rss_mb()
 
     def shown(row: int) -> bool:
         return 0 <= row < model.rowCount() and model.data(model.index(row, 0)) != "…"
@@ -240,8 +226,8 @@ def child_app(db: Path, spawned_at: float, runs: int, data: Path) -> dict:
         "ops": {k: [[round(b, 1), round(w, 1)] for b, w in v] for k, v in ops.items()},
         "first_similar_s": first_similar_s,
         "similar_ms": [round(t, 1) for t in similar_ms],
-        "rss_end_mb": rss_mb(),
-        "peak_mb": peak_mb(),
+        "rss_end_mb": measure.rss_mb(),
+        "peak_mb": measure.peak_mb(),
     }
     window.close()
     lib.close()
@@ -249,16 +235,7 @@ def child_app(db: Path, spawned_at: float, runs: int, data: Path) -> dict:
 
 
 def run_child(args: list[str], data: Path) -> dict:
-    env = dict(os.environ, MUSICSSL_DATA_DIR=str(data), QT_QPA_PLATFORM="offscreen")
-    env.pop("MUSICSSL_DB", None)
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure.run_child(__file__, args, data, QT_QPA_PLATFORM="offscreen")
 
 
 def main(argv: list[str] | None = None) -> None:
