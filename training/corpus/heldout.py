@@ -36,7 +36,7 @@ from musicssl.engine.embedding_model import EmbeddingModel
 
 from .. import metrics
 from ..config import ConfigError, DataConfig
-from ..datasets import TrackItem, subsample_labels, vocabulary
+from ..datasets import TrackItem, label_matrix, subsample_labels, vocabulary
 from ..evaluate import (
     ProbeSettings,
     embed_tracks,
@@ -163,13 +163,10 @@ def _real_tag_scores(
     thresholds (0.5 for a checkpoint without any): a tag on nearly every track says nothing.
     """
     vocab = list(model.tags)
-    labels = [teacher_labels(teacher, e.path, vocab) for e in real]
-    column = {t: j for j, t in enumerate(vocab)}
-    y = np.zeros((len(real), len(vocab)), np.float32)
-    m = np.zeros_like(y, dtype=bool)
-    for i, known in enumerate(labels):
-        for tag, value in known.items():
-            y[i, column[tag]], m[i, column[tag]] = value, True
+    y, m = label_matrix(
+        [TrackItem(path=e.path, labels=teacher_labels(teacher, e.path, vocab)) for e in real],
+        vocab,
+    )
     out: dict[str, Any] = dict(metrics.tagging_metrics(probs, y, m))
     on = probs >= np.asarray(thresholds, np.float32)[None, :]
     share = on.mean(axis=0)
