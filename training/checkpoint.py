@@ -33,6 +33,8 @@ from musicssl.engine.bundle import (
 from musicssl.engine.embedding_model import EmbeddingModel
 from musicssl.engine.errors import MusicSSLError
 
+from .config import DataConfig, from_dict
+
 FORMAT = "musicssl-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -225,6 +227,30 @@ def load_model(path: str | os.PathLike[str]) -> tuple[EmbeddingModel, BundleConf
     return model, config, state
 
 
+def _source(data: DataConfig) -> tuple[str, str] | None:
+    for kind in ("library", "folder"):
+        value = getattr(data, kind)
+        if value:
+            return kind, str(Path(value).expanduser().resolve())
+    return None
+
+
+def checkpoint_data(state: dict[str, Any], given: DataConfig | None = None) -> DataConfig | None:
+    """The data a step after training (threshold tuning, head refit) works on: by default, and
+    always for the training data itself, the checkpoint's own settings, so "validation" is the
+    split training held out.
+
+    Naming the training library again (`--library`) must not swap in default split settings:
+    a different split would tune on tracks the model was trained on.
+    """
+    raw = (state.get("config") or {}).get("data")
+    saved = from_dict(DataConfig, raw, "checkpoint data") if raw else None
+    given = given if given is not None and _source(given) else None
+    if given is None or (saved is not None and _source(given) == _source(saved)):
+        return saved
+    return given
+
+
 def transfer_weights(
     source: EmbeddingModel, target: EmbeddingModel, tags_too: bool = True
 ) -> list[str]:
@@ -258,6 +284,7 @@ __all__ = [
     "BEST_NAME",
     "CHECKPOINT_DIR",
     "CheckpointError",
+    "checkpoint_data",
     "is_bundle",
     "latest_checkpoint",
     "list_checkpoints",

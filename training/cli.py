@@ -1,4 +1,5 @@
-"""`musicssl-train`: pretrain | finetune | measure-ratio | evaluate | export | corpus | experiments.
+"""`musicssl-train`: pretrain | finetune | measure-ratio | refit-head | evaluate | export | corpus |
+experiments.
 
 Settings come from dataclass defaults, then `--config file.toml`, then flags (`--set key=value`
 reaches any setting, e.g. `--set optim.warmup_steps=500`). Every command also runs under
@@ -25,6 +26,7 @@ from .config import (
     ExportConfig,
     FinetuneConfig,
     PretrainConfig,
+    RefitConfig,
     load_config,
     parse_value,
 )
@@ -156,6 +158,19 @@ def cmd_measure_ratio(args: argparse.Namespace) -> int:
     result = measure_ratio(config)
     print(json.dumps(result, indent=2))
     print(f"written to {Path(config.out).expanduser() / RATIO_NAME}")
+    return 0
+
+
+def cmd_refit_head(args: argparse.Namespace) -> int:
+    from .head_refit import RESULT_NAME, refit_head
+
+    config = load_config(RefitConfig, args.config, _overrides(args), "refit-head")
+    out = refit_head(config)
+    result = json.loads((out / RESULT_NAME).read_text(encoding="utf-8"))
+    for name, score in result["validation"].items():
+        mark = "*" if name == result["chosen"] else " "
+        print(f"{mark} {name:<20} validation ROC-AUC {score['roc_auc']:.4f}")
+    print(f"refitted weights: {out / 'best.pt'} (export this run folder)")
     return 0
 
 
@@ -381,6 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         _training(p)
         _finetune_flags(p)
+
+    p = command("refit-head", cmd_refit_head, "refit the tag head on frozen fine-tuned features")
+    p.add_argument("checkpoint", metavar="source", help="fine-tuning run folder or checkpoint")
+    p.add_argument("--config", help="TOML settings file (its [refit-head] table)")
+    p.add_argument("--out", help="run folder for the result (default: <run>/refit)")
+    p.add_argument("--library", help="library DB (default: the one the run trained on)")
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--threads", type=int, help="torch threads on CPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
 
     p = command("evaluate", cmd_evaluate, "frozen-encoder probes, retrieval and baselines")
     _common(p)

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import tomllib
 
-COMMANDS = ("pretrain", "finetune", "measure-ratio", "evaluate", "export")
+COMMANDS = ("pretrain", "finetune", "measure-ratio", "refit-head", "evaluate", "export")
 
 
 class ConfigError(ValueError):
@@ -182,6 +182,22 @@ class EvaluateConfig:
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)  # for the random-init baseline
     data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class RefitConfig:
+    """Settings of `refit-head` (training/head_refit.py)."""
+
+    checkpoint: str = ""  # the fine-tuning run (its best weights) or a checkpoint file
+    out: str = ""  # run folder for the refitted weights; default: <run>/refit
+    # L2 penalties tried; validation macro ROC-AUC picks one (or keeps the fine-tuned head)
+    weight_decays: list[float] = field(default_factory=lambda: [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8])
+    excerpts: int = 8  # evenly spread excerpts per track, as analysis takes them
+    max_iter: int = 300  # L-BFGS iterations per penalty
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+    data: DataConfig | None = None  # default: the data the checkpoint was trained on
 
 
 @dataclass
@@ -335,6 +351,7 @@ def _command_fields() -> dict[str, set[str]]:
         "pretrain": PretrainConfig,
         "finetune": FinetuneConfig,
         "measure-ratio": FinetuneConfig,
+        "refit-head": RefitConfig,
         "evaluate": EvaluateConfig,
         "export": ExportConfig,
     }
@@ -450,6 +467,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PretrainConfig",
+    "RefitConfig",
     "RunConfig",
     "dump_toml",
     "from_dict",

@@ -34,8 +34,14 @@ from musicssl.engine.device import select_device
 from musicssl.engine.embedding_model import EmbeddingModel
 
 from . import metrics
-from .checkpoint import CHECKPOINT_DIR, is_bundle, load_model, resolve_checkpoint
-from .config import DataConfig, ExportConfig, from_dict
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    checkpoint_data,
+    is_bundle,
+    load_model,
+    resolve_checkpoint,
+)
+from .config import DataConfig, ExportConfig
 from .evaluate import embed_tracks, json_safe, known_labels
 from .pretrain import load_items, open_cache, split_items, warm_cache
 
@@ -97,29 +103,6 @@ def git_commit() -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def _source(data: DataConfig) -> tuple[str, str] | None:
-    for kind in ("library", "folder"):
-        value = getattr(data, kind)
-        if value:
-            return kind, str(Path(value).expanduser().resolve())
-    return None
-
-
-def _data_of(config: ExportConfig, state: dict[str, Any]) -> DataConfig | None:
-    """The data thresholds are tuned on: by default, and always for the training data itself,
-    the checkpoint's own settings, so "validation" is the split training held out.
-
-    Naming the training library again (`--library`) must not swap in default split settings:
-    a different split would tune thresholds on tracks the model was trained on.
-    """
-    raw = (state.get("config") or {}).get("data")
-    saved = from_dict(DataConfig, raw, "checkpoint data") if raw else None
-    given = config.data if config.data is not None and _source(config.data) else None
-    if given is None or (saved is not None and _source(given) == _source(saved)):
-        return saved
-    return given
-
-
 def _run_folder(checkpoint: Path) -> Path:
     return (
         checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
@@ -161,7 +144,7 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
 
     thresholds = list(bundle_config.thresholds) or [DEFAULT_THRESHOLD] * model.n_tags
     calibration: dict[str, Any] = {}
-    data = _data_of(config, state)
+    data = checkpoint_data(state, config.data)
     if model.n_tags and config.thresholds:
         if data is None:
             log.warning("no data to tune thresholds on; every tag keeps %.1f", DEFAULT_THRESHOLD)
@@ -203,6 +186,8 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
                 "checkpoint": str(checkpoint) if checkpoint else None,
             }
         )
+        if state.get("refit"):
+            provenance["head_refit"] = state["refit"]
     if data is not None:
         provenance["data"] = {
             "folder": data.folder,

@@ -1,0 +1,201 @@
+"""Refit the tag head of a fine-tuned model on its frozen features (`musicssl-train refit-head`).
+
+Fine-tuning moves the encoder and the head together for a few hundred SGD steps, so when it
+stops the head is rarely the best linear read-out of the final features: on the default model's
+corpus the fine-tuned head scored 0.84 validation ROC-AUC where the same features allowed far
+more. With the encoder frozen, the head (bias-free linear on z, sigmoid per tag) is a convex
+problem: masked BCE plus an L2 penalty, solved here with L-BFGS on every training excerpt's z.
+This is classifier re-training on a fixed representation (Kang et al., "Decoupling
+Representation and Classifier", ICLR 2020), applied after metric+SSL fine-tuning.
+
+It uses the checkpoint's own data and split: the head is fitted on the training part, and the
+validation part (the one fine-tuning validated on and export tunes thresholds on) chooses the
+penalty, or keeps the fine-tuned head when no refit beats it. The encoder, and so every
+similarity vector, is unchanged; only tag probabilities move.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from musicssl.engine.device import select_device
+from musicssl.engine.embedding_model import EmbeddingModel
+from tqdm import tqdm
+
+from . import metrics
+from .audio_cache import AudioCache
+from .checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_DIR,
+    checkpoint_data,
+    is_bundle,
+    load_model,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .config import ConfigError, RefitConfig, to_dict
+from .datasets import TrackItem
+from .evaluate import json_safe, known_labels
+from .pretrain import load_items, open_cache, split_items, warm_cache
+from .sampler import excerpts_of
+
+log = logging.getLogger(__name__)
+
+RESULT_NAME = "refit.json"
+KEPT = "fine-tuned head"
+
+
+@dataclass
+class ExcerptSet:
+    """Per-excerpt z of a set of tracks, with each excerpt's track and the tracks' labels."""
+
+    z: torch.Tensor  # (E, D)
+    track: np.ndarray  # (E,) index into the tracks
+    targets: np.ndarray  # (N, T)
+    mask: np.ndarray  # (N, T)
+
+
+@torch.no_grad()
+def excerpt_set(
+    model: EmbeddingModel,
+    items: Sequence[TrackItem],
+    cache: AudioCache,
+    negatives: str,
+    cfg: RefitConfig,
+    device: torch.device,
+    crop_samples: int,
+) -> ExcerptSet:
+    targets, mask = known_labels(items, model.tags, negatives)
+    zs, track = [], []
+    for i, item in enumerate(tqdm(items, desc="features", disable=not cfg.progress, leave=False)):
+        x = torch.from_numpy(excerpts_of(cache, item, crop_samples, cfg.excerpts)).to(device)
+        zs.append(model.normalize(model.encode(x)).float().cpu())
+        track.extend([i] * len(x))
+    dim = model.embedding_dim
+    z = torch.cat(zs) if zs else torch.zeros((0, dim))
+    return ExcerptSet(z=z, track=np.asarray(track, np.int64), targets=targets, mask=mask)
+
+
+def fit_head(
+    data: ExcerptSet, init: torch.Tensor, weight_decay: float, max_iter: int
+) -> torch.Tensor:
+    """Bias-free linear head minimising masked BCE + weight_decay * ||W||^2 (L-BFGS)."""
+    y = torch.from_numpy(data.targets[data.track])
+    m = torch.from_numpy(data.mask[data.track]).float()
+    known = m.sum().clamp(min=1.0)
+    w = init.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [w], max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            data.z @ w.T, y, weight=m, reduction="sum"
+        )
+        loss = bce / known + weight_decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach()
+
+
+def track_probs(data: ExcerptSet, weight: torch.Tensor) -> np.ndarray:
+    """Mean excerpt probability per track, as analysis computes a track's tags."""
+    with torch.no_grad():
+        p = torch.sigmoid(data.z @ weight.T).double().numpy()
+    n = len(data.targets)
+    out = np.zeros((n, weight.shape[0]))
+    np.add.at(out, data.track, p)
+    return out / np.maximum(np.bincount(data.track, minlength=n), 1)[:, None]
+
+
+def val_score(data: ExcerptSet, weight: torch.Tensor) -> dict[str, float]:
+    return metrics.tagging_metrics(track_probs(data, weight), data.targets, data.mask)
+
+
+def refit_head(cfg: RefitConfig) -> Path:
+    """Write `<out>/best.pt` (the checkpoint with the chosen head) and `<out>/refit.json`."""
+    source = Path(cfg.checkpoint).expanduser()
+    if not cfg.weight_decays or any(wd < 0 for wd in cfg.weight_decays):
+        raise ConfigError(f"weight_decays must be >= 0 and not empty, got {cfg.weight_decays}")
+    if is_bundle(source):
+        raise ConfigError(f"{source}: refit-head takes a training run or checkpoint, not a bundle")
+    model, bundle_config, state = load_model(source)
+    if not model.n_tags:
+        raise ConfigError(f"{source}: the model has no tag head to refit")
+    data_cfg = checkpoint_data(state, cfg.data)
+    if data_cfg is None:
+        raise ConfigError(f"{source}: no training data recorded; give --library or --data")
+    run = resolve_checkpoint(source).parent
+    out = Path(cfg.out or (run.parent if run.name == CHECKPOINT_DIR else run) / "refit")
+    out = out.expanduser()
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = select_device(cfg.device)
+    model.to(device).eval()
+    train, val, _test = split_items(data_cfg, load_items(data_cfg))
+    cache = open_cache(data_cfg, bundle_config.sample_rate)
+    sets = {}
+    for name, part in (("train", train), ("val", val)):
+        part = warm_cache(cache, part, data_cfg, cfg.progress)
+        _, mask = known_labels(part, model.tags, data_cfg.negatives)
+        part = [item for item, known in zip(part, mask.any(axis=1), strict=True) if known]
+        if not part:
+            where = data_cfg.library or data_cfg.folder
+            raise ConfigError(f"no labelled tracks in the {name} split of {where}")
+        sets[name] = excerpt_set(
+            model, part, cache, data_cfg.negatives, cfg, device, bundle_config.excerpt_samples
+        )
+    model.to("cpu")
+
+    current = model.tag_head.weight.detach().float().cpu()
+    tried: dict[str, dict[str, float]] = {KEPT: val_score(sets["val"], current)}
+    heads = {KEPT: current}
+    for wd in cfg.weight_decays:
+        head = fit_head(sets["train"], current, wd, cfg.max_iter)
+        key = f"weight_decay={wd:g}"
+        heads[key], tried[key] = head, val_score(sets["val"], head)
+        log.info("refit %s: validation ROC-AUC %.4f", key, tried[key]["roc_auc"])
+    # A refit must beat the fine-tuned head on validation to replace it (ties keep it).
+    chosen = max(tried, key=lambda k: (np.nan_to_num(tried[k]["roc_auc"], nan=-1.0), k == KEPT))
+    with torch.no_grad():
+        model.tag_head.weight.copy_(heads[chosen])
+
+    summary = {
+        "source": str(source),
+        "chosen": chosen,
+        "validation": tried,
+        "train_tracks": len(sets["train"].targets),
+        "val_tracks": len(sets["val"].targets),
+        "excerpts": cfg.excerpts,
+    }
+    new_state: dict[str, Any] = {
+        key: state[key] for key in ("kind", "step", "config", "ratio", "lambda") if key in state
+    }
+    new_state.update(
+        {
+            "bundle_config": bundle_config.to_dict(),
+            "model": model.state_dict(),
+            "metrics": {f"val_{k}": v for k, v in tried[chosen].items()},
+            "refit": json_safe(summary),
+        }
+    )
+    # Export tunes thresholds on the data recorded here: the data the head was fitted on.
+    new_state["config"] = {**new_state.get("config", {}), "data": to_dict(data_cfg)}
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / BEST_NAME, new_state)
+    (out / RESULT_NAME).write_text(json.dumps(json_safe(summary), indent=2) + "\n", "utf-8")
+    return out
+
+
+__all__ = ["ExcerptSet", "excerpt_set", "fit_head", "refit_head", "track_probs", "val_score"]
