@@ -72,6 +72,8 @@ def excerpt_set(
     device: torch.device,
     crop_samples: int,
 ) -> ExcerptSet:
+    """Excerpts, not track means: analysis applies the head to each excerpt and averages the
+    probabilities, so that is what the head is fitted to."""
     targets, mask = known_labels(items, model.tags, negatives)
     zs, track = [], []
     for i, item in enumerate(tqdm(items, desc="features", disable=not cfg.progress, leave=False)):
@@ -134,7 +136,7 @@ def refit_head(cfg: RefitConfig) -> Path:
         raise ConfigError(f"{source}: the model has no tag head to refit")
     data_cfg = checkpoint_data(state, cfg.data)
     if data_cfg is None:
-        raise ConfigError(f"{source}: no training data recorded; give --library or --data")
+        raise ConfigError(f"{source}: no training data recorded; give --library")
     run = resolve_checkpoint(source).parent
     out = Path(cfg.out or (run.parent if run.name == CHECKPOINT_DIR else run) / "refit")
     out = out.expanduser()
@@ -178,6 +180,7 @@ def refit_head(cfg: RefitConfig) -> Path:
         "train_tracks": len(sets["train"].targets),
         "val_tracks": len(sets["val"].targets),
         "excerpts": cfg.excerpts,
+        "max_iter": cfg.max_iter,
     }
     new_state: dict[str, Any] = {
         key: state[key] for key in ("kind", "step", "config", "ratio", "lambda") if key in state
