@@ -187,6 +187,12 @@ def resolve_checkpoint(path: str | os.PathLike[str], prefer_best: bool = True) -
     raise CheckpointError(f"{path}: no such checkpoint or run folder")
 
 
+def run_folder(checkpoint: Path) -> Path:
+    """The run folder a checkpoint file belongs to (periodic ones sit in its checkpoints/)."""
+    parent = checkpoint.parent
+    return parent.parent if parent.name == CHECKPOINT_DIR else parent
+
+
 # ---------------------------------------------------------------------------------------------
 # models out of checkpoints and bundles
 
@@ -294,6 +300,7 @@ __all__ = [
     "parameter_digest",
     "prune_checkpoints",
     "resolve_checkpoint",
+    "run_folder",
     "rng_state",
     "save_checkpoint",
     "seed_everything",

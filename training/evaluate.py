@@ -64,6 +64,15 @@ def known_labels(
     return targets, widen_mask(targets, mask, negatives)
 
 
+def labelled_items(
+    items: Sequence[TrackItem], vocab: Sequence[str], negatives: str = "labelled"
+) -> tuple[list[TrackItem], np.ndarray, np.ndarray]:
+    """The tracks with at least one known label, with their (targets, mask) rows."""
+    targets, mask = known_labels(items, vocab, negatives)
+    keep = mask.any(axis=1)
+    return [item for item, k in zip(items, keep, strict=True) if k], targets[keep], mask[keep]
+
+
 def widen_mask(targets: ArrayLike, mask: ArrayLike, negatives: str = "labelled") -> ArrayLike:
     """Under "labelled", a row with any known positive knows all its tags (absent = negative).
 
@@ -650,6 +659,7 @@ __all__ = [
     "evaluate",
     "handcrafted_features",
     "known_labels",
+    "labelled_items",
     "markdown_report",
     "plot_results",
     "train_probe",

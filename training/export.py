@@ -34,15 +34,9 @@ from musicssl.engine.device import select_device
 from musicssl.engine.embedding_model import EmbeddingModel
 
 from . import metrics
-from .checkpoint import (
-    CHECKPOINT_DIR,
-    checkpoint_data,
-    is_bundle,
-    load_model,
-    resolve_checkpoint,
-)
+from .checkpoint import checkpoint_data, is_bundle, load_model, resolve_checkpoint, run_folder
 from .config import DataConfig, ExportConfig
-from .evaluate import embed_tracks, json_safe, known_labels
+from .evaluate import embed_tracks, json_safe, labelled_items
 from .pretrain import load_items, open_cache, split_items, warm_cache
 
 log = logging.getLogger(__name__)
@@ -103,12 +97,6 @@ def git_commit() -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def _run_folder(checkpoint: Path) -> Path:
-    return (
-        checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
-    )
-
-
 def tune_thresholds(
     model: EmbeddingModel,
     bundle_config: BundleConfig,
@@ -122,13 +110,10 @@ def tune_thresholds(
     _train, val, _test = split_items(data, items)
     cache = open_cache(data, bundle_config.sample_rate)
     val = warm_cache(cache, val, data, progress)
-    targets, mask = known_labels(val, model.tags, data.negatives)
-    keep = mask.any(axis=1)
-    val = [item for item, k in zip(val, keep, strict=True) if k]
+    val, targets, mask = labelled_items(val, model.tags, data.negatives)
     if not val:
         return [DEFAULT_THRESHOLD] * model.n_tags, {"val_tracks": 0}
     outputs = embed_tracks(model, val, cache, bundle_config.excerpt_samples, device, max_excerpts)
-    targets, mask = targets[keep], mask[keep]
     thresholds = choose_thresholds(outputs.probs, targets, mask)
     scores = metrics.tagging_metrics(outputs.probs, targets, mask)
     return thresholds, {"val_tracks": len(val), "val_roc_auc": scores["roc_auc"],
@@ -217,7 +202,7 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
     if config.out:
         dest = Path(config.out).expanduser()
     elif checkpoint is not None:
-        dest = _run_folder(checkpoint) / "bundle"
+        dest = run_folder(checkpoint) / "bundle"
     else:
         dest = source.parent / f"{source.stem}-export"
     model.eval()

@@ -33,16 +33,16 @@ from . import metrics
 from .audio_cache import AudioCache
 from .checkpoint import (
     BEST_NAME,
-    CHECKPOINT_DIR,
     checkpoint_data,
     is_bundle,
     load_model,
     resolve_checkpoint,
+    run_folder,
     save_checkpoint,
 )
 from .config import ConfigError, RefitConfig, to_dict
 from .datasets import TrackItem
-from .evaluate import json_safe, known_labels
+from .evaluate import json_safe, labelled_items
 from .pretrain import load_items, open_cache, split_items, warm_cache
 from .sampler import excerpts_of
 
@@ -66,15 +66,15 @@ class ExcerptSet:
 def excerpt_set(
     model: EmbeddingModel,
     items: Sequence[TrackItem],
+    targets: np.ndarray,
+    mask: np.ndarray,
     cache: AudioCache,
-    negatives: str,
     cfg: RefitConfig,
     device: torch.device,
     crop_samples: int,
 ) -> ExcerptSet:
     """Excerpts, not track means: analysis applies the head to each excerpt and averages the
     probabilities, so that is what the head is fitted to."""
-    targets, mask = known_labels(items, model.tags, negatives)
     zs, track = [], []
     for i, item in enumerate(tqdm(items, desc="features", disable=not cfg.progress, leave=False)):
         x = torch.from_numpy(excerpts_of(cache, item, crop_samples, cfg.excerpts)).to(device)
@@ -137,9 +137,7 @@ def refit_head(cfg: RefitConfig) -> Path:
     data_cfg = checkpoint_data(state, cfg.data)
     if data_cfg is None:
         raise ConfigError(f"{source}: no training data recorded; give --library")
-    run = resolve_checkpoint(source).parent
-    out = Path(cfg.out or (run.parent if run.name == CHECKPOINT_DIR else run) / "refit")
-    out = out.expanduser()
+    out = Path(cfg.out or run_folder(resolve_checkpoint(source)) / "refit").expanduser()
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -150,13 +148,12 @@ def refit_head(cfg: RefitConfig) -> Path:
     sets = {}
     for name, part in (("train", train), ("val", val)):
         part = warm_cache(cache, part, data_cfg, cfg.progress)
-        _, mask = known_labels(part, model.tags, data_cfg.negatives)
-        part = [item for item, known in zip(part, mask.any(axis=1), strict=True) if known]
+        part, targets, mask = labelled_items(part, model.tags, data_cfg.negatives)
         if not part:
             where = data_cfg.library or data_cfg.folder
             raise ConfigError(f"no labelled tracks in the {name} split of {where}")
         sets[name] = excerpt_set(
-            model, part, cache, data_cfg.negatives, cfg, device, bundle_config.excerpt_samples
+            model, part, targets, mask, cache, cfg, device, bundle_config.excerpt_samples
         )
     model.to("cpu")
 
@@ -173,31 +170,33 @@ def refit_head(cfg: RefitConfig) -> Path:
     with torch.no_grad():
         model.tag_head.weight.copy_(heads[chosen])
 
-    summary = {
-        "source": str(source),
-        "chosen": chosen,
-        "validation": tried,
-        "train_tracks": len(sets["train"].targets),
-        "val_tracks": len(sets["val"].targets),
-        "excerpts": cfg.excerpts,
-        "max_iter": cfg.max_iter,
-    }
+    summary = json_safe(
+        {
+            "source": str(source),
+            "chosen": chosen,
+            "validation": tried,
+            "train_tracks": len(sets["train"].targets),
+            "val_tracks": len(sets["val"].targets),
+            "excerpts": cfg.excerpts,
+            "max_iter": cfg.max_iter,
+        }
+    )
     new_state: dict[str, Any] = {
-        key: state[key] for key in ("kind", "step", "config", "ratio", "lambda") if key in state
+        key: state[key] for key in ("kind", "step", "ratio", "lambda") if key in state
     }
     new_state.update(
         {
+            # Export tunes thresholds on the data recorded here: the data the head was fitted on.
+            "config": {**state.get("config", {}), "data": to_dict(data_cfg)},
             "bundle_config": bundle_config.to_dict(),
             "model": model.state_dict(),
             "metrics": {f"val_{k}": v for k, v in tried[chosen].items()},
-            "refit": json_safe(summary),
+            "refit": summary,
         }
     )
-    # Export tunes thresholds on the data recorded here: the data the head was fitted on.
-    new_state["config"] = {**new_state.get("config", {}), "data": to_dict(data_cfg)}
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / BEST_NAME, new_state)
-    (out / RESULT_NAME).write_text(json.dumps(json_safe(summary), indent=2) + "\n", "utf-8")
+    (out / RESULT_NAME).write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
     return out
 
 
