@@ -25,6 +25,7 @@ from musicssl.training.corpus.teacher import (
     TEACHER_FILE,
     label_tracks,
     read_teacher,
+    run_teacher,
     teacher_labels,
 )
 from musicssl.training.datasets import from_library
@@ -168,3 +169,45 @@ def test_a_failing_runner_is_reported_without_a_traceback(corpus, tmp_path, caps
     assert main(["corpus", "teacher", "--root", str(root), "--python", sys.executable]) == 2
     assert "musicnn runner failed" in capsys.readouterr().err
     assert not (root / TEACHER_FILE).exists()
+
+
+def test_a_rerun_tags_only_the_new_files_and_keeps_the_earlier_labels(tmp_path):
+    """A soundtrack added to the recipe: only its files go to the teacher. The interpreter here
+    is a stand-in that answers in the runner's file format (TensorFlow is not installed in CI);
+    what is tested is which files run_teacher sends and how it merges the answers."""
+    fake = tmp_path / "teacher-python"
+    asked = tmp_path / "asked.txt"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "paths = sys.stdin.read().split()\n"
+        f"open({str(asked)!r}, 'a').write(''.join(p + '\\n' for p in paths))\n"
+        "tracks = {p: {'probs': [len(p) / 100] * 7, 'max_pool': [1.0, 2.0]} for p in paths}\n"
+        "out = {'model': 'MTT_musicnn', 'tags': " + repr(MTT) + ", 'tracks': tracks,\n"
+        "       'errors': {}}\n"
+        "json.dump(out, open(sys.argv[2], 'w'))\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+
+    def real(name: str) -> Entry:
+        return Entry(path=f"audio/{name}.ogg", split="val", source="real", album="A",
+                     album_artist="A")  # fmt: skip
+
+    write_manifest(tmp_path, [real("one"), real("two")])
+    run_teacher(tmp_path, str(fake))
+    first = read_teacher(tmp_path)
+    assert sorted(first.probs) == ["audio/one.ogg", "audio/two.ogg"]
+
+    write_manifest(tmp_path, [real("one"), real("two"), real("three")])
+    asked.write_text("")
+    run_teacher(tmp_path, str(fake))
+    assert asked.read_text().split() == [str(tmp_path / "audio/three.ogg")]
+    merged = read_teacher(tmp_path)
+    assert sorted(merged.probs) == ["audio/one.ogg", "audio/three.ogg", "audio/two.ogg"]
+    np.testing.assert_array_equal(merged.probs["audio/one.ogg"], first.probs["audio/one.ogg"])
+    assert not list(tmp_path.glob("*.new.json"))
+
+    asked.write_text("")
+    run_teacher(tmp_path, str(fake))  # nothing new: the teacher is not started at all
+    assert asked.read_text() == ""

@@ -65,9 +65,10 @@ def _real(entries: Sequence[Entry]) -> list[Entry]:
 
 
 def run_teacher(root: Path, python: str, patches: int = 20) -> Path:
-    """Tag every real file of the manifest with musicnn; reuses a finished run.
+    """Tag every real file of the manifest with musicnn; files tagged by an earlier run are kept.
 
-    `python` is the interpreter of the teacher environment (`make teacher`).
+    `python` is the interpreter of the teacher environment (`make teacher`). Adding a soundtrack
+    to the recipe only runs the teacher over its files, so earlier labels stay bit-identical.
     """
     if shutil.which(python) is None:
         raise FileNotFoundError(
@@ -76,20 +77,33 @@ def run_teacher(root: Path, python: str, patches: int = 20) -> Path:
         )
     out = root / TEACHER_FILE
     wanted = [e.path for e in _real(read_manifest(root))]
-    if out.is_file():
-        done = read_teacher(root)
-        if set(wanted) <= set(done.probs) | set(done.errors):
-            log.info("teacher labels already cover the %d real files: %s", len(wanted), out)
-            return out
-    paths = "".join(f"{root / p}\n" for p in wanted)
-    log.info("musicnn over %d real files (%d patches each)", len(wanted), patches)
-    done = subprocess.run(
-        [python, str(RUNNER), str(out), "--patches", str(patches)], input=paths, text=True
+    done = read_teacher(root) if out.is_file() else None
+    todo = [p for p in wanted if done is None or (p not in done.probs and p not in done.errors)]
+    if not todo:
+        log.info("teacher labels already cover the %d real files: %s", len(wanted), out)
+        return out
+    part = out.with_name(out.stem + ".new.json")
+    log.info("musicnn over %d real files (%d patches each)", len(todo), patches)
+    ran = subprocess.run(
+        [python, str(RUNNER), str(part), "--patches", str(patches)],
+        input="".join(f"{root / p}\n" for p in todo),
+        text=True,
     )
-    if done.returncode != 0:
-        raise ConfigError(
-            f"the musicnn runner failed (exit {done.returncode}); see its output above"
-        )
+    if ran.returncode != 0:
+        raise ConfigError(f"the musicnn runner failed (exit {ran.returncode}); see its output")
+    if done is None:
+        part.replace(out)
+        return out
+    merged = json.loads(out.read_text(encoding="utf-8"))
+    new = json.loads(part.read_text(encoding="utf-8"))
+    if new["tags"] != merged["tags"]:
+        raise ConfigError(f"{part}: the teacher's tag list changed; delete {out} and rerun")
+    merged["tracks"].update(new["tracks"])
+    merged["errors"].update(new["errors"])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged), encoding="utf-8")
+    tmp.replace(out)
+    part.unlink()
     return out
 
 
