@@ -28,7 +28,6 @@ from . import decode, embeddings, models
 from .analysis_types import AnalysisOptions, AnalysisReport
 from .bundle import Bundle, load_bundle
 from .device import configure_cpu_threads, select_device
-from .embedding_model import normalize
 from .excerpts import ExcerptChunk, excerpts
 from .index import open_index
 from .inference import make_runner
@@ -267,7 +266,7 @@ class AnalysisJob:
                 if marked.rowcount == 0:
                     continue  # removed from the library meanwhile (its folder was removed)
                 h = torch.from_numpy((state.h_sum / state.count).astype(np.float32))[None]
-                z = normalize(h)[0].numpy()
+                z = bundle.model.similarity(h)[0].numpy()
                 vectors.append((state.track_id, z))
                 tx.execute(
                     "DELETE FROM tags WHERE track_id = ? AND source = 'auto'", [state.track_id]

@@ -74,6 +74,9 @@ class BundleConfig:
     thresholds: list[float] = field(default_factory=list)
     trained: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The weights hold a whitening of the track vector (EmbeddingModel.similarity). Optional in
+    # config.json, so bundles written before it existed still load.
+    whitened: bool = False
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -102,6 +105,8 @@ class BundleConfig:
             "excerpt_samples": self.excerpt_samples,
             "embedding_dim": self.embedding_dim,
         }
+        if self.whitened:  # only then, so the records of older bundles stay what they were
+            record["whitened"] = True
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     def threshold_for(self, tag: str) -> float:
@@ -113,7 +118,7 @@ class BundleConfig:
         if not isinstance(data, dict):
             raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        required = fields - {"provenance"}
+        required = fields - {"provenance", "whitened"}
         missing = sorted(required - set(data))
         if missing:
             raise BundleError(f"{source}: missing required key(s): {', '.join(missing)}")
@@ -156,8 +161,9 @@ class BundleConfig:
             value = getattr(self, key)
             if not _is_int(value) or not low <= value <= high:
                 raise fail(f"'{key}' must be an integer in [{low}, {high}], got {value!r}")
-        if not isinstance(self.trained, bool):
-            raise fail(f"'trained' must be true or false, got {self.trained!r}")
+        for key in ("trained", "whitened"):
+            if not isinstance(getattr(self, key), bool):
+                raise fail(f"'{key}' must be true or false, got {getattr(self, key)!r}")
         for key in ("arch_params", "provenance"):
             value = getattr(self, key)
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -265,7 +271,7 @@ def build_model(config: BundleConfig, source: str = CONFIG_NAME) -> EmbeddingMod
             f"{source}: excerpt_samples={config.excerpt_samples} is shorter than "
             f"{config.architecture!r} accepts ({min_samples})"
         )
-    return EmbeddingModel(encoder, config.embedding_dim, config.tags)
+    return EmbeddingModel(encoder, config.embedding_dim, config.tags, config.whitened)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ space is z = L2(LayerNorm_noaffine(h)), and tags are a bias-free linear layer on
 sigmoid. Because the engine serves exactly this module, a model fine-tuned that way drops in as a
 bundle with no engine change. The track embedding applies `normalize` to the mean of the excerpt
 h's (not the mean of excerpt z's), so it is a module-level function as well.
+
+A bundle may also carry a whitening of the track vector (`similarity`): a fixed affine map fitted
+on training excerpts after training (training/whitening.py). Style objectives leave a few
+directions of h with most of the variance, and every track of a soundtrack shares them; cosine
+on whitened vectors also weighs the low-variance directions that tell one track from another
+(PCA whitening for retrieval, Jégou & Chum, ECCV 2012). The tag head keeps reading z.
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ def normalize(h: torch.Tensor) -> torch.Tensor:
 class EmbeddingModel(nn.Module):
     """`forward(x) -> (h, tag_probs)`; `tags` is the vocabulary the head's rows stand for."""
 
-    def __init__(self, encoder: nn.Module, embedding_dim: int, tags: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embedding_dim: int,
+        tags: Sequence[str] = (),
+        whitened: bool = False,
+    ) -> None:
         super().__init__()
         encoder_dim = getattr(encoder, "embedding_dim", embedding_dim)
         if encoder_dim != embedding_dim:
@@ -54,6 +66,12 @@ class EmbeddingModel(nn.Module):
             # A tag-less model has a (0, D) head; torch warns that initialising it is a no-op.
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
             self.tag_head = nn.Linear(self.embedding_dim, len(tags), bias=False)
+        self.whitened = bool(whitened)
+        if self.whitened:
+            # Set by `set_whitening`; identity until then. Buffers, so they travel in the weights
+            # file (and its model_id) and can never be paired with another encoder's weights.
+            self.register_buffer("whiten_mean", torch.zeros(self.embedding_dim))
+            self.register_buffer("whiten_matrix", torch.eye(self.embedding_dim))
 
     @property
     def n_tags(self) -> int:
@@ -67,6 +85,21 @@ class EmbeddingModel(nn.Module):
     def normalize(h: torch.Tensor) -> torch.Tensor:
         """h -> z in the similarity space (same as the module-level `normalize`)."""
         return normalize(h)
+
+    def similarity(self, h: torch.Tensor) -> torch.Tensor:
+        """A track's mean h (B, D) -> the unit vector the similarity index stores."""
+        if not self.whitened:
+            return normalize(h)
+        mean = self.whiten_mean.to(device=h.device, dtype=h.dtype)
+        projected = (h - mean) @ self.whiten_matrix.to(device=h.device, dtype=h.dtype)
+        return F.normalize(projected, p=2.0, dim=-1, eps=L2_EPS)
+
+    def set_whitening(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
+        if not self.whitened:
+            raise ValueError("this model was built without whitening (BundleConfig.whitened)")
+        with torch.no_grad():
+            self.whiten_mean.copy_(mean)
+            self.whiten_matrix.copy_(matrix)
 
     def tag_probs(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, D) -> per-tag probabilities (B, T); also applies to a track's mean h."""

@@ -179,3 +179,41 @@ def test_switching_model_reanalyses_only_into_the_new_space(library):
         library.db.execute("SELECT model_id, count(*) FROM embeddings GROUP BY model_id").fetchall()
     )
     assert counts == {first: 6, info.model_id: 6}
+
+
+def test_analysis_indexes_the_bundles_whitened_vector(library):
+    """Three bundles with one encoder: plain (z), identity whitening (h/|h|), diagonal whitening.
+    Analysis must store exactly what each bundle's `similarity` makes of the same mean h."""
+    import dataclasses
+
+    import torch
+    from musicssl.engine import bundle as bundlemod
+    from musicssl.engine import models
+
+    torch.manual_seed(7)
+    plain_cfg = bundlemod.default_config("plain", "melcnn", {"channels": [4, 8]})
+    plain = bundlemod.build_model(plain_cfg)
+    white_cfg = dataclasses.replace(plain_cfg, whitened=True)
+    scale = torch.linspace(0.2, 3.0, plain_cfg.embedding_dim)
+    vectors = {}
+    for name, matrix in (("plain", None), ("identity", torch.eye(len(scale))), ("diag", None)):
+        if name == "plain":
+            model, cfg = plain, plain_cfg
+        else:
+            model, cfg = bundlemod.build_model(white_cfg), dataclasses.replace(white_cfg, name=name)
+            model.load_state_dict(plain.state_dict(), strict=False)
+            model.set_whitening(
+                torch.zeros(len(scale)), torch.diag(scale) if matrix is None else matrix
+            )
+        src = library.path.parent / name
+        bundlemod.save_bundle(model, cfg, src)
+        info = models.install_bundle(src)
+        library.use_model(info.model_id)
+        assert library.analyze().analyzed == 6
+        ids = [t["id"] for t in library.tracks(["status=analyzed"])]
+        vectors[name] = torch.from_numpy(embeddings.get(library.db, info.model_id, ids))
+    unit_h = vectors["identity"]  # the mean h's direction
+    torch.testing.assert_close(vectors["plain"], plain.normalize(unit_h), atol=1e-4, rtol=0)
+    expected = torch.nn.functional.normalize(unit_h * scale, dim=-1)
+    torch.testing.assert_close(vectors["diag"], expected, atol=1e-4, rtol=0)
+    assert (vectors["diag"] - vectors["plain"]).abs().max() > 0.01

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -322,3 +323,35 @@ def test_copied_bundle_folder_keeps_id(tmp_path):
     folder = make(tmp_path)
     shutil.copytree(folder, tmp_path / "elsewhere")
     assert load_bundle(tmp_path / "elsewhere").model_id == load_bundle(folder).model_id
+
+
+def test_whitened_bundles_round_trip_and_older_configs_load_unwhitened(tmp_path):
+    config = dataclasses.replace(default_config("w", "melcnn", {"channels": [4, 8]}), whitened=True)
+    model = build_model(config)
+    dim = config.embedding_dim
+    g = torch.Generator().manual_seed(0)
+    mean, matrix = torch.randn(dim, generator=g), torch.randn(dim, dim, generator=g)
+    model.set_whitening(mean, matrix)
+    save_bundle(model, config, tmp_path / "w")
+    loaded = load_bundle(tmp_path / "w")
+    assert loaded.config.whitened
+    h = torch.randn(3, dim, generator=g)
+    expected = torch.nn.functional.normalize((h - mean) @ matrix, dim=-1)
+    torch.testing.assert_close(loaded.model.similarity(h), expected)
+
+    # Claiming no whitening over whitened weights is caught (signal record and tensors).
+    edit_config(tmp_path / "w", whitened=False)
+    with pytest.raises(BundleError):
+        load_bundle(tmp_path / "w")
+
+    # Bundles written before the key existed load as they always did: similarity is z.
+    plain = make(tmp_path)
+    data = json.loads((plain / CONFIG_NAME).read_text())
+    assert data.pop("whitened") is False
+    (plain / CONFIG_NAME).write_text(json.dumps(data))
+    old = load_bundle(plain)
+    assert not old.config.whitened and not old.model.whitened
+    h = torch.randn(3, old.config.embedding_dim, generator=g)
+    torch.testing.assert_close(old.model.similarity(h), old.model.normalize(h))
+    with pytest.raises(ValueError, match="without whitening"):
+        old.model.set_whitening(mean, matrix)

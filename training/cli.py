@@ -1,5 +1,5 @@
-"""`musicssl-train`: pretrain | finetune | measure-ratio | refit-head | evaluate | export | corpus |
-experiments.
+"""`musicssl-train`: pretrain | finetune | measure-ratio | refit-head | whiten | evaluate | export |
+corpus | experiments.
 
 Settings come from dataclass defaults, then `--config file.toml`, then flags (`--set key=value`
 reaches any setting, e.g. `--set optim.warmup_steps=500`). Every command also runs under
@@ -27,6 +27,7 @@ from .config import (
     FinetuneConfig,
     PretrainConfig,
     RefitConfig,
+    WhitenConfig,
     load_config,
     parse_value,
 )
@@ -67,6 +68,7 @@ _KEYS: dict[str, str] = {
     "patience": "patience",
     "checkpoint": "checkpoint",
     "excerpts": "excerpts",
+    "eps": "eps",
 }
 
 
@@ -171,6 +173,20 @@ def cmd_refit_head(args: argparse.Namespace) -> int:
         mark = "*" if name == result["chosen"] else " "
         print(f"{mark} {name:<20} validation ROC-AUC {score['roc_auc']:.4f}")
     print(f"refitted weights: {out / 'best.pt'} (export this run folder)")
+    return 0
+
+
+def cmd_whiten(args: argparse.Namespace) -> int:
+    from .whitening import RESULT_NAME, fit_whitening
+
+    config = load_config(WhitenConfig, args.config, _overrides(args), "whiten")
+    out = fit_whitening(config)
+    result = json.loads((out / RESULT_NAME).read_text(encoding="utf-8"))
+    print(
+        f"whitening alpha {result['alpha']:g}, eps {result['eps']:g}: fitted on "
+        f"{result['excerpts']} excerpts of {result['tracks']} training tracks"
+    )
+    print(f"whitened weights: {out / 'best.pt'} (export this run folder)")
     return 0
 
 
@@ -401,6 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="source", help="fine-tuning run folder or checkpoint")
     p.add_argument("--config", help="TOML settings file (its [refit-head] table)")
     p.add_argument("--out", help="run folder for the result (default: <run>/refit)")
+    p.add_argument("--library", help="library DB (default: the one the run trained on)")
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--threads", type=int, help="torch threads on CPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+
+    p = command("whiten", cmd_whiten, "fit the whitening of the track vector (similarity)")
+    p.add_argument("checkpoint", metavar="source", help="training run folder or checkpoint")
+    p.add_argument("--config", help="TOML settings file (its [whiten] table)")
+    p.add_argument("--out", help="run folder for the result (default: <run>/whiten)")
+    p.add_argument("--alpha", type=float, help="1: full whitening (default 0.75)")
+    p.add_argument("--eps", type=float, help="variance floor, share of the largest")
+    p.add_argument("--excerpts", type=int, help="excerpts per track (0: every excerpt)")
     p.add_argument("--library", help="library DB (default: the one the run trained on)")
     p.add_argument("--device", help="auto | cpu | cuda | mps")
     p.add_argument("--threads", type=int, help="torch threads on CPU")

@@ -2,8 +2,8 @@
 
 The protocol is the one DESIGN.md asks for, so a new model can be judged against the numbers a
 reader already knows:
-- track embeddings as the engine computes them: excerpt h's averaged, then `normalize` (so what
-  is measured is what the app will search with);
+- track embeddings as the engine computes them: excerpt h's averaged, then the model's
+  `similarity` map (so what is measured is what the app will search with);
 - tagging with a linear and a 1-hidden-layer MLP probe on the frozen track embeddings, early
   stopped on the validation split's macro ROC-AUC, at 1 %, 10 % and 100 % of the training labels
   (`subsample_labels`); a fine-tuned model's own tag head is scored as "head";
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from musicssl.engine.bundle import build_model
 from musicssl.engine.device import configure_cpu_threads, select_device
-from musicssl.engine.embedding_model import EmbeddingModel, normalize
+from musicssl.engine.embedding_model import EmbeddingModel
 from torch import nn
 from tqdm import tqdm
 
@@ -107,7 +107,7 @@ class TrackOutputs:
     """Per-track model outputs, aggregated the way the engine's analysis does."""
 
     h: np.ndarray  # (N, D) mean of excerpt h's
-    z: np.ndarray  # (N, D) normalize(mean h): the similarity embedding
+    z: np.ndarray  # (N, D) model.similarity(mean h): the vector the index stores
     probs: np.ndarray  # (N, T) mean of excerpt tag probabilities
     first: np.ndarray  # (N, D) z of the first half of the excerpts (NaN rows: < 2 excerpts)
     second: np.ndarray  # (N, D) z of the second half
@@ -164,20 +164,22 @@ def embed_tracks(
     for half in range(2):
         size = np.where(half == 0, counts // 2, counts - counts // 2)
         mean = half_sums[half] / np.maximum(size, 1)[:, None]
-        halves[half, multi] = _z(mean[multi])
+        halves[half, multi] = _z(model, mean[multi])
     return TrackOutputs(
         h=h_mean.astype(np.float32),
-        z=_z(h_mean),
+        z=_z(model, h_mean),
         probs=(p_sum / safe).astype(np.float32),
         first=halves[0].astype(np.float32),
         second=halves[1].astype(np.float32),
     )
 
 
-def _z(h: np.ndarray) -> np.ndarray:
+def _z(model: EmbeddingModel, h: np.ndarray) -> np.ndarray:
+    """The track vectors the engine would index for these mean h's."""
     if not len(h):
         return np.zeros_like(h, dtype=np.float32)
-    return normalize(torch.from_numpy(np.asarray(h, np.float32))).numpy()
+    with torch.no_grad():
+        return model.similarity(torch.from_numpy(np.asarray(h, np.float32))).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------

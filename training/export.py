@@ -173,6 +173,8 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
         )
         if state.get("refit"):
             provenance["head_refit"] = state["refit"]
+        if state.get("whitening"):
+            provenance["whitening"] = state["whitening"]
     if data is not None:
         provenance["data"] = {
             "folder": data.folder,

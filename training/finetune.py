@@ -303,6 +303,7 @@ class Finetuner:
                 thresholds=[0.5] * len(self.vocab),
                 trained=False,
                 provenance={},
+                whitened=False,  # fitted to the init's encoder; refit after (training/whitening.py)
             )
             self.model = build_model(self.bundle_config)
             shared = transfer_weights(source, self.model)

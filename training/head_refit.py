@@ -16,34 +16,23 @@ similarity vector, is unchanged; only tag probabilities move.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from musicssl.engine.device import select_device
 from musicssl.engine.embedding_model import EmbeddingModel
 from tqdm import tqdm
 
 from . import metrics
 from .audio_cache import AudioCache
-from .checkpoint import (
-    BEST_NAME,
-    checkpoint_data,
-    is_bundle,
-    load_model,
-    resolve_checkpoint,
-    run_folder,
-    save_checkpoint,
-)
-from .config import ConfigError, RefitConfig, to_dict
+from .config import ConfigError, RefitConfig
 from .datasets import TrackItem
 from .evaluate import json_safe, labelled_items
-from .pretrain import load_items, open_cache, split_items, warm_cache
+from .post_training import open_finished_run, save_step
+from .pretrain import warm_cache
 from .sampler import excerpts_of
 
 log = logging.getLogger(__name__)
@@ -126,35 +115,20 @@ def val_score(data: ExcerptSet, weight: torch.Tensor) -> dict[str, float]:
 
 def refit_head(cfg: RefitConfig) -> Path:
     """Write `<out>/best.pt` (the checkpoint with the chosen head) and `<out>/refit.json`."""
-    source = Path(cfg.checkpoint).expanduser()
     if not cfg.weight_decays or any(wd < 0 for wd in cfg.weight_decays):
         raise ConfigError(f"weight_decays must be >= 0 and not empty, got {cfg.weight_decays}")
-    if is_bundle(source):
-        raise ConfigError(f"{source}: refit-head takes a training run or checkpoint, not a bundle")
-    model, bundle_config, state = load_model(source)
+    run = open_finished_run(cfg.checkpoint, cfg.data, cfg.out, "refit", cfg.device, cfg.threads)
+    model, data_cfg, crop = run.model, run.data, run.bundle_config.excerpt_samples
     if not model.n_tags:
-        raise ConfigError(f"{source}: the model has no tag head to refit")
-    data_cfg = checkpoint_data(state, cfg.data)
-    if data_cfg is None:
-        raise ConfigError(f"{source}: no training data recorded; give --library")
-    out = Path(cfg.out or run_folder(resolve_checkpoint(source)) / "refit").expanduser()
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = select_device(cfg.device)
-    model.to(device).eval()
-    train, val, _test = split_items(data_cfg, load_items(data_cfg))
-    cache = open_cache(data_cfg, bundle_config.sample_rate)
+        raise ConfigError(f"{run.source}: the model has no tag head to refit")
     sets = {}
-    for name, part in (("train", train), ("val", val)):
-        part = warm_cache(cache, part, data_cfg, cfg.progress)
+    for name, part in (("train", run.train), ("val", run.val)):
+        part = warm_cache(run.cache, part, data_cfg, cfg.progress)
         part, targets, mask = labelled_items(part, model.tags, data_cfg.negatives)
         if not part:
             where = data_cfg.library or data_cfg.folder
             raise ConfigError(f"no labelled tracks in the {name} split of {where}")
-        sets[name] = excerpt_set(
-            model, part, targets, mask, cache, cfg, device, bundle_config.excerpt_samples
-        )
+        sets[name] = excerpt_set(model, part, targets, mask, run.cache, cfg, run.device, crop)
     model.to("cpu")
 
     current = model.tag_head.weight.detach().float().cpu()
@@ -170,34 +144,24 @@ def refit_head(cfg: RefitConfig) -> Path:
     with torch.no_grad():
         model.tag_head.weight.copy_(heads[chosen])
 
-    summary = json_safe(
-        {
-            "source": str(source),
-            "chosen": chosen,
-            "validation": tried,
-            "train_tracks": len(sets["train"].targets),
-            "val_tracks": len(sets["val"].targets),
-            "excerpts": cfg.excerpts,
-            "max_iter": cfg.max_iter,
-        }
-    )
-    new_state: dict[str, Any] = {
-        key: state[key] for key in ("kind", "step", "ratio", "lambda") if key in state
+    summary = {
+        "source": str(run.source),
+        "chosen": chosen,
+        "validation": tried,
+        "train_tracks": len(sets["train"].targets),
+        "val_tracks": len(sets["val"].targets),
+        "excerpts": cfg.excerpts,
+        "max_iter": cfg.max_iter,
     }
-    new_state.update(
-        {
-            # Export tunes thresholds on the data recorded here: the data the head was fitted on.
-            "config": {**state.get("config", {}), "data": to_dict(data_cfg)},
-            "bundle_config": bundle_config.to_dict(),
-            "model": model.state_dict(),
-            "metrics": {f"val_{k}": v for k, v in tried[chosen].items()},
-            "refit": summary,
-        }
+    return save_step(
+        run,
+        model,
+        run.bundle_config,
+        RESULT_NAME,
+        summary,
+        metrics={f"val_{k}": v for k, v in tried[chosen].items()},
+        refit=json_safe(summary),
     )
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / BEST_NAME, new_state)
-    (out / RESULT_NAME).write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
-    return out
 
 
 __all__ = ["ExcerptSet", "excerpt_set", "fit_head", "refit_head", "track_probs", "val_score"]

@@ -1,0 +1,114 @@
+"""whiten: the track vector's whitening, fitted on frozen features and carried by the bundle."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from musicssl.engine.bundle import load_bundle
+from musicssl.training import checkpoint as ckpt
+from musicssl.training.cli import main
+from musicssl.training.config import ExportConfig, RefitConfig, WhitenConfig, load_config
+from musicssl.training.export import export
+from musicssl.training.finetune import finetune
+from musicssl.training.head_refit import refit_head
+from musicssl.training.whitening import fit_whitening, whitening
+from test_finetune import _finetune_config
+from test_pretrain import corpus, one_thread  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory):
+    return corpus(tmp_path_factory)
+
+
+def _correlated(rows: int, seed: int = 0) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    mixing = g.normal(size=(6, 6)) * np.array([10.0, 3.0, 1.0, 0.3, 0.1, 0.03])
+    return g.normal(size=(rows, 6)) @ mixing + 5.0
+
+
+def test_full_whitening_gives_unit_covariance_and_partial_keeps_some_spread():
+    h = _correlated(4000)
+    mean, matrix = whitening(h, alpha=1.0, eps=1e-12)
+    np.testing.assert_allclose(mean, h.mean(0))
+    white = (h - mean) @ matrix
+    np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(6), atol=1e-5)
+
+    # alpha 0.5: standard deviations become the square roots of the original ones.
+    _, half = whitening(h, alpha=0.5, eps=1e-12)
+    spread = np.sort(np.linalg.eigvalsh(np.cov((h - mean) @ half, rowvar=False)))
+    original = np.sort(np.linalg.eigvalsh(np.cov(h, rowvar=False)))
+    np.testing.assert_allclose(spread, np.sqrt(original), rtol=1e-4)
+
+    # eps floors the variances: the weakest direction is no longer blown up to unit variance.
+    _, floored = whitening(h, alpha=1.0, eps=0.01)
+    assert np.cov((h - mean) @ floored, rowvar=False).trace() < 6 - 1
+
+    for bad in (h[:1], np.ones((10, 6))):
+        with pytest.raises(ValueError):
+            whitening(bad, 1.0, 0.01)
+
+
+def test_whiten_a_finetuned_run_then_refit_and_export(music, tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # small batches trip collapse checks
+        run = finetune(_finetune_config(music, tmp_path / "ft", steps=2, batch_size=8, ratio=1.0))
+    before, _, before_state = ckpt.load_model(run)
+    assert not before.whitened
+
+    settings = {"checkpoint": str(run), "device": "cpu", "progress": False, "alpha": 1.0}
+    out = fit_whitening(load_config(WhitenConfig, None, {**settings, "excerpts": 2}))
+    assert out == run / "whiten"
+    summary = json.loads((out / "whitening.json").read_text("utf-8"))
+    assert summary["alpha"] == 1.0 and summary["excerpts_per_track"] == 2
+    assert 0 < summary["excerpts"] <= 2 * summary["tracks"]
+
+    after, config, state = ckpt.load_model(out)
+    assert after.whitened and config.whitened
+    weights = after.state_dict()
+    for name, p in before.state_dict().items():
+        assert torch.equal(p, weights[name]), name  # encoder and tag head untouched
+    h = torch.randn(4, after.embedding_dim)
+    expected = F.normalize((h - after.whiten_mean) @ after.whiten_matrix, dim=-1)
+    torch.testing.assert_close(after.similarity(h), expected)
+    assert not torch.allclose(after.similarity(h), before.similarity(h), atol=1e-3)
+    torch.testing.assert_close(after.tag_probs(h), before.tag_probs(h))
+    assert state["config"]["data"] == before_state["config"]["data"]
+
+    # refit-head after whiten keeps the whitening and both records reach the bundle.
+    refit = refit_head(
+        load_config(
+            RefitConfig,
+            None,
+            {"checkpoint": str(out), "device": "cpu", "progress": False, "weight_decays": [1e-4]},
+        )
+    )
+    refitted, _, _ = ckpt.load_model(refit)
+    torch.testing.assert_close(refitted.whiten_matrix, after.whiten_matrix)
+    result = export(load_config(ExportConfig, None, {"checkpoint": str(refit), "device": "cpu"}))
+    bundle = load_bundle(result.path)
+    assert bundle.config.whitened
+    assert bundle.config.provenance["whitening"]["alpha"] == 1.0
+    assert "head_refit" in bundle.config.provenance
+    torch.testing.assert_close(bundle.model.similarity(h), refitted.similarity(h))
+
+    # Fine-tuning from a whitened bundle starts unwhitened: the statistics belong to the old
+    # encoder, so they are refitted after training, never carried into it.
+    again = finetune(
+        _finetune_config(
+            music, tmp_path / "again", steps=1, batch_size=8, ratio=1.0, init=str(result.path)
+        )
+    )
+    assert not ckpt.load_model(again)[0].whitened
+
+    capsys.readouterr()
+    assert main(["whiten", str(run), "--out", str(tmp_path / "cli"), "--device", "cpu",
+                 "--no-progress", "--excerpts", "1", "--eps", "0.01"]) == 0  # fmt: skip
+    assert "eps 0.01" in capsys.readouterr().out
+    assert main(["whiten", str(result.path), "--out", str(tmp_path / "x")]) == 2  # a bundle
+    assert main(["whiten", str(run), "--out", str(tmp_path / "x"), "--alpha", "0"]) == 2

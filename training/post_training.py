@@ -1,0 +1,113 @@
+"""What the steps after training (refit-head, whiten) share: a finished run, opened on its data.
+
+Both take a run folder or checkpoint, never a bundle (a bundle has no training split), work on
+the data and album-wise split the run trained on (`checkpoint.checkpoint_data`, so "validation"
+is what training held out), and write a new run folder that export reads like any other: the
+run's identity and the records of earlier steps are carried along, so the steps chain in any
+order (refit-head then whiten, or the reverse).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from musicssl.engine.bundle import BundleConfig
+from musicssl.engine.device import select_device
+from musicssl.engine.embedding_model import EmbeddingModel
+
+from .audio_cache import AudioCache
+from .checkpoint import (
+    BEST_NAME,
+    checkpoint_data,
+    is_bundle,
+    load_model,
+    resolve_checkpoint,
+    run_folder,
+    save_checkpoint,
+)
+from .config import ConfigError, DataConfig, to_dict
+from .datasets import TrackItem
+from .evaluate import json_safe
+from .pretrain import load_items, open_cache, split_items
+
+# What a step passes on from its source checkpoint besides the weights it rewrites.
+CARRIED = ("kind", "step", "ratio", "lambda", "metrics", "refit", "whitening")
+
+
+@dataclass
+class FinishedRun:
+    source: Path
+    model: EmbeddingModel  # on `device`, in eval mode
+    bundle_config: BundleConfig
+    state: dict[str, Any]
+    data: DataConfig
+    out: Path  # where the step writes its run folder
+    device: torch.device
+    train: list[TrackItem]
+    val: list[TrackItem]
+    cache: AudioCache
+
+
+def open_finished_run(
+    checkpoint: str,
+    data: DataConfig | None,
+    out: str,
+    step: str,
+    device: str = "auto",
+    threads: int | None = None,
+) -> FinishedRun:
+    """Load `checkpoint` for a post-training step; its default output folder is `<run>/<step>`."""
+    source = Path(checkpoint).expanduser()
+    if is_bundle(source):
+        raise ConfigError(
+            f"{source} is a bundle, which has no training split: give the training run folder "
+            "or a checkpoint"
+        )
+    model, bundle_config, state = load_model(source)
+    data_cfg = checkpoint_data(state, data)
+    if data_cfg is None:
+        raise ConfigError(f"{source}: no training data recorded; give --library")
+    folder = Path(out or run_folder(resolve_checkpoint(source)) / step).expanduser()
+    if threads:
+        torch.set_num_threads(threads)
+    where = select_device(device)
+    model.to(where).eval()
+    train, val, _test = split_items(data_cfg, load_items(data_cfg))
+    cache = open_cache(data_cfg, bundle_config.sample_rate)
+    return FinishedRun(
+        source, model, bundle_config, state, data_cfg, folder, where, train, val, cache
+    )
+
+
+def save_step(
+    run: FinishedRun,
+    model: EmbeddingModel,
+    bundle_config: BundleConfig,
+    result_name: str,
+    summary: dict[str, Any],
+    **records: Any,
+) -> Path:
+    """Write `<out>/best.pt` and `<out>/<result_name>`; `records` add or replace top-level
+    checkpoint entries (e.g. `refit=summary`)."""
+    state = {key: run.state[key] for key in CARRIED if key in run.state}
+    state.update(
+        {
+            # Export tunes thresholds on the data recorded here: the data the step worked on.
+            "config": {**run.state.get("config", {}), "data": to_dict(run.data)},
+            "bundle_config": bundle_config.to_dict(),
+            "model": model.state_dict(),
+            **records,
+        }
+    )
+    run.out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run.out / BEST_NAME, state)
+    text = json.dumps(json_safe(summary), indent=2) + "\n"
+    (run.out / result_name).write_text(text, "utf-8")
+    return run.out
+
+
+__all__ = ["CARRIED", "FinishedRun", "open_finished_run", "save_step"]

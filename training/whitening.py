@@ -1,0 +1,94 @@
+"""Fit the whitening of the track vector on frozen features (`musicssl-train whiten`).
+
+Style objectives (album co-membership, tags) teach the encoder to put a soundtrack's tracks close
+together, so a few directions of h carry most of the variance and every track of an album
+shares them; plain cosine is then dominated by "which album" and can barely tell two tracks of
+the same soundtrack apart (identification 0.64 on the corpus's validation soundtracks). PCA
+whitening, fitted on training excerpts, rescales the principal directions by
+(variance + eps · largest variance)^(-alpha/2): alpha = 1 is full whitening, eps keeps
+near-empty directions from being blown up into noise. This is the standard post-processing of
+retrieval descriptors (Jégou & Chum, "Negative evidences and co-occurrences in image retrieval:
+the benefit of PCA and whitening", ECCV 2012); numpy's `eigh` does the work, so no library is
+needed beyond it.
+
+The statistics come from every excerpt (or `excerpts` evenly spaced ones) of the training part
+of the checkpoint's own data. Only the similarity vector changes; tags still read z.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from musicssl.engine.bundle import build_model
+from tqdm import tqdm
+
+from .config import ConfigError, WhitenConfig
+from .post_training import open_finished_run, save_step
+from .pretrain import warm_cache
+from .sampler import excerpts_of
+
+log = logging.getLogger(__name__)
+
+RESULT_NAME = "whitening.json"
+
+
+def whitening(h: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, matrix) such that (x - mean) @ matrix is x in regularised PCA-whitened coordinates."""
+    if h.ndim != 2 or len(h) < 2:
+        raise ValueError(f"need at least 2 feature rows to fit a whitening, got {h.shape}")
+    h = np.asarray(h, np.float64)
+    mean = h.mean(axis=0)
+    variances, directions = np.linalg.eigh(np.cov(h - mean, rowvar=False))
+    variances = np.maximum(variances, 0.0)
+    if variances.max() <= 0:
+        raise ValueError("the features do not vary; nothing to whiten")
+    scale = (variances + eps * variances.max()) ** (-alpha / 2)
+    return mean, directions * scale
+
+
+def fit_whitening(cfg: WhitenConfig) -> Path:
+    """Write `<out>/best.pt` (the checkpoint with the whitening) and `<out>/whitening.json`."""
+    if not 0.0 < cfg.alpha <= 1.0 or cfg.eps <= 0.0:
+        raise ConfigError(f"need 0 < alpha <= 1 and eps > 0, got alpha={cfg.alpha} eps={cfg.eps}")
+    if cfg.excerpts < 0:
+        raise ConfigError(f"excerpts must be >= 0 (0: every excerpt), got {cfg.excerpts}")
+    run = open_finished_run(cfg.checkpoint, cfg.data, cfg.out, "whiten", cfg.device, cfg.threads)
+    train = warm_cache(run.cache, run.train, run.data, cfg.progress)
+    if not train:
+        raise ConfigError(f"no decodable tracks in the training split of {run.data.library}")
+    crop = run.bundle_config.excerpt_samples
+    rows = []
+    with torch.no_grad():
+        for item in tqdm(train, desc="features", disable=not cfg.progress, leave=False):
+            x = excerpts_of(run.cache, item, crop, cfg.excerpts or None)
+            for start in range(0, len(x), cfg.batch_size):
+                batch = torch.from_numpy(x[start : start + cfg.batch_size]).to(run.device)
+                rows.append(run.model.encode(batch).double().cpu().numpy())
+    h = np.concatenate(rows)
+    mean, matrix = whitening(h, cfg.alpha, cfg.eps)
+    log.info("whitening fitted on %d excerpts of %d tracks", len(h), len(train))
+
+    whitened_config = dataclasses.replace(run.bundle_config, whitened=True)
+    whitened = build_model(whitened_config)
+    weights = {
+        **run.model.to("cpu").state_dict(),
+        "whiten_mean": torch.from_numpy(mean).float(),
+        "whiten_matrix": torch.from_numpy(matrix).float(),
+    }
+    whitened.load_state_dict(weights, strict=True)
+    summary = {
+        "source": str(run.source),
+        "alpha": cfg.alpha,
+        "eps": cfg.eps,
+        "excerpts_per_track": cfg.excerpts or "all",
+        "tracks": len(train),
+        "excerpts": len(h),
+    }
+    return save_step(run, whitened, whitened_config, RESULT_NAME, summary, whitening=summary)
+
+
+__all__ = ["RESULT_NAME", "fit_whitening", "whitening"]
