@@ -9,7 +9,7 @@ Tests pass their own `QSettings` (an INI file in a temp folder) so they never to
 from __future__ import annotations
 
 from musicssl.engine.analysis_types import AnalysisOptions
-from musicssl.engine.excerpts import POLICIES, ExcerptPolicy
+from musicssl.engine.excerpts import DEFAULT_COUNT, POLICIES, ExcerptPolicy
 from PySide6.QtCore import QByteArray, QSettings
 
 ORGANIZATION = "MusicSSL"
@@ -57,9 +57,9 @@ class AppSettings:
     @property
     def excerpt_count(self) -> int:
         try:
-            value = int(self.store.value("analysis/count", 8))
+            value = int(self.store.value("analysis/count", DEFAULT_COUNT))
         except (TypeError, ValueError):
-            value = 8
+            value = DEFAULT_COUNT
         return max(1, min(64, value))
 
     @excerpt_count.setter

@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 CONFIGS = {
+    "melcnn-spaced16": ("melcnn", "spaced", 16),
     "melcnn-spaced8": ("melcnn", "spaced", 8),
     "melcnn-spaced4": ("melcnn", "spaced", 4),
     "melcnn-all": ("melcnn", "all", 0),

@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import MusicSSLError
-from .excerpts import POLICIES, ExcerptPolicy
+from .excerpts import DEFAULT_COUNT, POLICIES, ExcerptPolicy
 from .library import Library
 from .paths import DB_ENV_VAR
 
@@ -332,7 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="spaced",
         help="spaced: N evenly spaced excerpts (fast); all: every excerpt",
     )
-    p.add_argument("--excerpts", type=int, default=8, help="excerpts per track for --policy spaced")
+    p.add_argument(
+        "--excerpts",
+        type=int,
+        default=DEFAULT_COUNT,
+        help=f"excerpts per track for --policy spaced (default {DEFAULT_COUNT})",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--batch-size", type=int, default=32)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from musicssl.engine.excerpts import DEFAULT_COUNT
+
 from .config import (
     ConfigError,
     EvaluateConfig,
@@ -492,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="corpus folder")
     p.add_argument("--out", required=True, help="folder for results.json / results.md")
     p.add_argument("--cache", help="decoded-audio cache folder")
-    p.add_argument("--excerpts", type=int, default=8)
+    p.add_argument("--excerpts", type=int, default=DEFAULT_COUNT)
     p.add_argument("--tasks", default="tags", help="probe tasks: tags,instrument,genre,tempo,mode")
     p.add_argument("--baselines", default="mfcc,random-init")
     p.add_argument(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tomllib
+from musicssl.engine.excerpts import DEFAULT_COUNT
 
 COMMANDS = ("pretrain", "finetune", "measure-ratio", "refit-head", "whiten", "evaluate", "export")
 
@@ -169,7 +170,7 @@ class EvaluateConfig:
     probes: list[str] = field(default_factory=lambda: ["linear", "mlp"])
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     retrieval_label: str = "album"  # album | artist: the class R@K / M@K count as relevant
-    excerpts: int = 8  # excerpts per track (evenly spread)
+    excerpts: int = DEFAULT_COUNT  # excerpts per track (evenly spread), as analysis takes them
     batch_size: int = 32
     probe_hidden: int = 256
     probe_epochs: int = 500
@@ -192,7 +193,7 @@ class RefitConfig:
     out: str = ""  # run folder for the refitted weights; default: <run>/refit
     # L2 penalties tried; validation macro ROC-AUC picks one (or keeps the fine-tuned head)
     weight_decays: list[float] = field(default_factory=lambda: [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8])
-    excerpts: int = 8  # evenly spread excerpts per track, as analysis takes them
+    excerpts: int = DEFAULT_COUNT  # evenly spread excerpts per track, as analysis takes them
     max_iter: int = 300  # L-BFGS iterations per penalty
     device: str = "auto"
     threads: int | None = None
@@ -225,7 +226,7 @@ class ExportConfig:
     name: str | None = None
     install: bool = False
     thresholds: bool = True  # tune per-tag thresholds on validation data (else 0.5)
-    val_excerpts: int = 8
+    val_excerpts: int = DEFAULT_COUNT  # as analysis takes them
     device: str = "auto"
     data: DataConfig | None = None  # default: the data the checkpoint was trained on
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from musicssl.engine.bundle import build_model
 from musicssl.engine.device import configure_cpu_threads, select_device
 from musicssl.engine.embedding_model import EmbeddingModel
+from musicssl.engine.excerpts import DEFAULT_COUNT
 from torch import nn
 from tqdm import tqdm
 
@@ -120,7 +121,7 @@ def embed_tracks(
     cache: AudioCache,
     crop_samples: int,
     device: torch.device | str = "cpu",
-    max_excerpts: int | None = 8,
+    max_excerpts: int | None = DEFAULT_COUNT,
     batch_size: int = 32,
     progress: bool = False,
 ) -> TrackOutputs:
@@ -243,7 +244,7 @@ def handcrafted_features(
     items: Sequence[TrackItem],
     cache: AudioCache,
     crop_samples: int,
-    max_excerpts: int | None = 8,
+    max_excerpts: int | None = DEFAULT_COUNT,
     progress: bool = False,
 ) -> np.ndarray:
     """(N, 48) per-track statistics (mean over the same excerpts the models see); raw scale.

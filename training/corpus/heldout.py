@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from musicssl.engine.bundle import BundleConfig, build_model
 from musicssl.engine.embedding_model import EmbeddingModel
+from musicssl.engine.excerpts import DEFAULT_COUNT
 
 from .. import metrics
 from ..config import ConfigError, DataConfig
@@ -63,7 +64,7 @@ BASELINES = ("mfcc", "random-init")
 class HeldoutConfig:
     root: Path
     cache_dir: Path | None = None
-    excerpts: int = 8
+    excerpts: int = DEFAULT_COUNT
     batch_size: int = 32
     probes: list[str] = field(default_factory=lambda: ["mlp"])
     fractions: list[float] = field(default_factory=lambda: [1.0])
