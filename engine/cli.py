@@ -356,7 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("track", metavar="TRACK")
 
     p = command("duplicates", cmd_duplicates, "the same recording in several files")
-    p.add_argument("--threshold", type=float, default=0.98, help="cosine similarity, 0..1")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="cosine similarity, 0..1 (default: the model's own, 0.98 or 0.92 when whitened)",
+    )
 
     p = command("models", cmd_models, "installed model bundles; switch the active one")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -381,9 +381,22 @@ class Library:
             model_id=index.model_id,
         )
 
-    def duplicates(self, threshold: float = similarity.DUPLICATE_THRESHOLD) -> list[list[dict]]:
-        """Groups of tracks that are the same recording (another file, format or bitrate)."""
-        groups = similarity.duplicates(self.db, self.index(), threshold=threshold)
+    def duplicates(self, threshold: float | None = None) -> list[list[dict]]:
+        """Groups of tracks that are the same recording (another file, format or bitrate).
+
+        Without a `threshold`, the cut-off of the searched model's space: a whitened one spreads
+        re-encodes and other tracks apart far more than plain z (`similar.duplicate_threshold`).
+        """
+        index = self.index()
+        if threshold is None:
+            from . import models
+
+            try:
+                whitened = models.find_bundle(index.model_id).config.whitened
+            except models.ModelNotFoundError:  # its bundle was removed; vectors remain
+                whitened = False
+            threshold = similarity.duplicate_threshold(whitened)
+        groups = similarity.duplicates(self.db, index, threshold=threshold)
         sql = f"SELECT {TRACK_COLUMNS} FROM tracks WHERE id = ?"  # noqa: S608 - constant columns
         return [[next(self.db.query(sql, [i])) for i in group] for group in groups]
 

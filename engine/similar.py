@@ -20,6 +20,8 @@ from .index import SimilarityIndex
 
 __all__ = [
     "DUPLICATE_THRESHOLD",
+    "WHITENED_DUPLICATE_THRESHOLD",
+    "duplicate_threshold",
     "TAG_MIN_SCORE",
     "NotAnalyzedError",
     "Result",
@@ -39,6 +41,20 @@ TAG_MIN_SCORE = 0.5
 # for low-bitrate encodes while staying above same-album neighbours. It has not yet been measured
 # against a trained model's embeddings of re-encoded audio: treat it as a tunable default.
 DUPLICATE_THRESHOLD = 0.98
+
+# The same cut-off for a bundle whose similarity vector is whitened (EmbeddingModel.similarity).
+# Whitening spreads the space: bench/duplicates_bench.py on the 42 tracks of the corpus's val
+# soundtracks with the shipped v4 bundle put different recordings at most at cosine 0.85 (99th
+# percentile 0.58), and a track and its mono MP3 re-encode at least at 0.964 (128 kb/s; 0.98
+# found only 39 of the 42 pairs) or 0.887 (64 kb/s). 0.92 found 42 of 42 and 41 of 42 pairs,
+# and merged no two recordings (docs/BENCHMARKS.md).
+WHITENED_DUPLICATE_THRESHOLD = 0.92
+
+
+def duplicate_threshold(whitened: bool) -> float:
+    """The near-duplicate cut-off for a model's similarity space."""
+    return WHITENED_DUPLICATE_THRESHOLD if whitened else DUPLICATE_THRESHOLD
+
 
 # With a tag filter, up to this many tagged tracks are ranked exactly (one matmul over their
 # vectors) instead of fishing for them in the whole index, which for a rare tag would mean

@@ -217,3 +217,17 @@ def test_analysis_indexes_the_bundles_whitened_vector(library):
     expected = torch.nn.functional.normalize(unit_h * scale, dim=-1)
     torch.testing.assert_close(vectors["diag"], expected, atol=1e-4, rtol=0)
     assert (vectors["diag"] - vectors["plain"]).abs().max() > 0.01
+
+
+def test_duplicates_use_the_cut_off_of_the_models_space(library):
+    """song0..5 are three signals, each in two codecs. The shipped model is whitened, whose
+    re-encodes sit lower than plain z's (engine/similar.py); its own cut-off must still pair
+    every codec twin and nothing else."""
+    from musicssl.engine import similar
+
+    library.analyze()
+    assert library.active_model().config.whitened
+    groups = [sorted(t["title"] for t in g) for g in library.duplicates()]
+    assert sorted(groups) == [["S0", "S3"], ["S1", "S4"], ["S2", "S5"]]
+    assert similar.duplicate_threshold(True) < similar.duplicate_threshold(False)
+    assert library.duplicates(threshold=1.0) == []  # an explicit cut-off still rules
