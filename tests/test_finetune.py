@@ -178,6 +178,11 @@ def test_choose_thresholds_per_tag():
     # A head that scores every track alike: its F1 optimum is "everything", which is no tagger.
     flat = choose_thresholds(np.full((6, 1), 0.03), np.array([[1], [1], [1], [0], [1], [0]]))
     assert flat == [0.5]
+    # A tag the head separates, but only at low probabilities: the optimum (0.095) is floored.
+    low = np.array([[0.12], [0.15], [0.11], [0.05], [0.02], [0.08]])
+    yes = np.array([[1], [1], [1], [0], [0], [0]])
+    assert choose_thresholds(low, yes, floor=0.0)[0] == pytest.approx(0.095)
+    assert choose_thresholds(low, yes) == [0.2]
 
 
 def test_library_finetune_export_install_and_analyze(music, tmp_path):
