@@ -74,12 +74,11 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
 
     whitened_config = dataclasses.replace(run.bundle_config, whitened=True)
     whitened = build_model(whitened_config)
-    weights = {
-        **run.model.to("cpu").state_dict(),
-        "whiten_mean": torch.from_numpy(mean).float(),
-        "whiten_matrix": torch.from_numpy(matrix).float(),
-    }
-    whitened.load_state_dict(weights, strict=True)
+    # Everything but the whitening comes from the run; an older whitening of it is replaced.
+    result = whitened.load_state_dict(run.model.to("cpu").state_dict(), strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - {"whiten_mean", "whiten_matrix"}:
+        raise ConfigError(f"{run.source}: weights do not fit the recorded model: {result}")
+    whitened.set_whitening(torch.from_numpy(mean).float(), torch.from_numpy(matrix).float())
     summary = {
         "source": str(run.source),
         "alpha": cfg.alpha,
