@@ -44,6 +44,7 @@ TONES: dict[str, tuple[float, ...]] = {
 SEED_NAME, COPY_NAME = "tone-a", "tone-a copy"
 WORKER_TRACKS = 1  # analysed by the app's worker process; the rest in this one
 SAME_AUDIO_COSINE = 0.99  # identical samples give identical embeddings: cosine 1 up to rounding
+GUI_WAIT_SECONDS = 10.0  # at most, for the track table to list the test files
 # Compiled modules a broken install or bundle most often lacks; imported first, by name.
 NATIVE_MODULES = ("numpy", "torch", "torchaudio", "av", "soxr", "hnswlib", "onnxruntime", "onnx")
 
@@ -254,7 +255,13 @@ def _check_gui(state: _State) -> str:
     window = MainWindow(state.lib, settings)
     try:
         window.show()
+        # The table's row count arrives from its page loader's worker thread (app/models/
+        # track_table.py): on a busy machine that takes more than one turn of the event loop.
+        deadline = time.monotonic() + GUI_WAIT_SECONDS
         app.processEvents()
+        while window.track_model.rowCount() != len(state.files) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            app.processEvents()
         rows = window.track_model.rowCount()
         if rows != len(state.files):
             raise CheckFailed(f"the track table lists {rows} tracks, expected {len(state.files)}")
