@@ -96,6 +96,8 @@ def test_cli_pretrain_resume_ratio_finetune_evaluate_export(music, tmp_path, cap
     model = results["features"]["model"]
     assert 0 <= model["retrieval"]["M@10"] <= 1 and model["retrieval"]["queries"] == 12
     assert 0 <= model["identification"] <= 1 and model["identification_tracks"] == 12
+    mfcc = results["features"]["mfcc"]  # the hand-crafted baseline is scored on it too
+    assert 0 <= mfcc["identification"] <= 1 and mfcc["identification_tracks"] == 12
     assert "| model | linear |" in capsys.readouterr().out
 
     assert main(["export", str(ft), "--install", "--name", "my tagger"]) == 0

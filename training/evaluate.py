@@ -240,26 +240,40 @@ class Handcrafted(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+@dataclass
+class HandcraftedStats:
+    """Per-track MFCC/spectral statistics, raw scale: whole track and its two halves."""
+
+    whole: np.ndarray  # (N, 48) mean over the same excerpts the models see
+    first: np.ndarray  # (N, 48) mean over the first half of them (NaN rows: < 2 excerpts)
+    second: np.ndarray  # (N, 48) the second half
+
+
 def handcrafted_features(
     items: Sequence[TrackItem],
     cache: AudioCache,
     crop_samples: int,
     max_excerpts: int | None = DEFAULT_COUNT,
     progress: bool = False,
-) -> np.ndarray:
-    """(N, 48) per-track statistics (mean over the same excerpts the models see); raw scale.
+) -> HandcraftedStats:
+    """Statistics per track, with halves so the baseline is scored on identification too.
 
     Z-score them (`zscore`) over a corpus before cosine retrieval, as bliss does, or the
     centroid in Hz would dominate every distance.
     """
     extractor = Handcrafted(cache.sample_rate)
-    rows = []
+    rows: list[list[np.ndarray]] = [[], [], []]
+    nan = np.full(48, np.nan)
     for item in tqdm(items, desc="mfcc", disable=not progress, leave=False):
         excerpts = torch.from_numpy(excerpts_of(cache, item, crop_samples, max_excerpts))
         if excerpts.shape[-1] < extractor.n_fft:
             excerpts = F.pad(excerpts, (0, extractor.n_fft - excerpts.shape[-1]))
-        rows.append(extractor(excerpts).double().mean(0).numpy())
-    return np.stack(rows) if rows else np.zeros((0, 48))
+        stats = extractor(excerpts).double().numpy()
+        half = len(stats) // 2
+        rows[0].append(stats.mean(0))
+        rows[1].append(stats[:half].mean(0) if half else nan)
+        rows[2].append(stats[half:].mean(0) if half else nan)
+    return HandcraftedStats(*(np.stack(r) if r else np.zeros((0, 48)) for r in rows))
 
 
 def zscore(features: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -418,10 +432,11 @@ def _model_features(
 def _handcrafted_set(
     parts: dict[str, list[TrackItem]], cache: AudioCache, crop_samples: int, cfg: EvaluateConfig
 ) -> FeatureSet:
-    raw = {
+    stats = {
         part: handcrafted_features(items, cache, crop_samples, cfg.excerpts, cfg.progress)
         for part, items in parts.items()
     }
+    raw = {part: s.whole for part, s in stats.items()}
     corpus = np.concatenate([raw["train"], raw["val"], raw["test"]])
     return FeatureSet(
         name="mfcc",
@@ -429,6 +444,8 @@ def _handcrafted_set(
         val=raw["val"],
         test=raw["test"],
         retrieval=zscore(raw["test"], corpus),
+        first=zscore(stats["test"].first, corpus),
+        second=zscore(stats["test"].second, corpus),
     )
 
 
@@ -660,6 +677,7 @@ __all__ = [
     "TrackOutputs",
     "embed_tracks",
     "evaluate",
+    "HandcraftedStats",
     "handcrafted_features",
     "known_labels",
     "labelled_items",

@@ -90,8 +90,10 @@ def _features(
     out: dict[str, Any] = {}
     for part, part_items in items.items():
         if model is None:
-            raw = handcrafted_features(part_items, cache, crop_samples, cfg.excerpts, cfg.progress)
-            out[part] = {"h": raw, "z": None}
+            stats = handcrafted_features(
+                part_items, cache, crop_samples, cfg.excerpts, cfg.progress
+            )
+            out[part] = {"h": stats.whole, "first": stats.first, "second": stats.second}
         else:
             o = embed_tracks(
                 model,
@@ -107,7 +109,8 @@ def _features(
     if model is None:  # bliss-style: z-score over everything it sees, then cosine
         corpus = np.concatenate([out[p]["h"] for p in out])
         for p in out:
-            out[p]["z"] = zscore(out[p]["h"], corpus)
+            for key, source in (("z", "h"), ("first", "first"), ("second", "second")):
+                out[p][key] = zscore(out[p][source], corpus)
     return out
 
 
