@@ -8,8 +8,9 @@ whitening, fitted on training excerpts, rescales the principal directions by
 (variance + eps · largest variance)^(-alpha/2): alpha = 1 is full whitening, eps keeps
 near-empty directions from being blown up into noise. This is the standard post-processing of
 retrieval descriptors (Jégou & Chum, "Negative evidences and co-occurrences in image retrieval:
-the benefit of PCA and whitening", ECCV 2012); numpy's `eigh` does the work, so no library is
-needed beyond it.
+the benefit of PCA and whitening", ECCV 2012). Written on numpy's `eigh` rather than taken from
+scikit-learn: its `PCA(whiten=True)` has neither the partial power alpha nor the eps floor, and
+it would be a dependency for six lines.
 
 The statistics come from every excerpt (or `excerpts` evenly spaced ones) of the training part
 of the checkpoint's own data. Only the similarity vector changes; tags still read z.
@@ -38,9 +39,9 @@ RESULT_NAME = "whitening.json"
 
 def whitening(h: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """(mean, matrix) such that (x - mean) @ matrix is x in regularised PCA-whitened coordinates."""
+    h = np.asarray(h, np.float64)
     if h.ndim != 2 or len(h) < 2:
         raise ValueError(f"need at least 2 feature rows to fit a whitening, got {h.shape}")
-    h = np.asarray(h, np.float64)
     mean = h.mean(axis=0)
     variances, directions = np.linalg.eigh(np.cov(h - mean, rowvar=False))
     variances = np.maximum(variances, 0.0)
