@@ -27,7 +27,10 @@ def test_nothing_run_means_no_numbers(tmp_path):
 def test_finished_runs_are_reported_and_the_rest_listed(tmp_path):
     cfg = ExperimentsConfig(corpus=tmp_path / "corpus", out=tmp_path / "runs")
     (cfg.out / "c").mkdir(parents=True)
-    baselines = {"features": {"mfcc": _entry(0.8125), "random-init": _entry(0.8375)}}
+    baselines = {
+        "features": {"mfcc": _entry(0.8125), "random-init": _entry(0.8375)},
+        "config": {"excerpts": 8},  # what it was scored with, whatever today's default
+    }
     (cfg.out / "c" / "results.json").write_text(json.dumps(baselines))
     run = cfg.out / "a" / "playlist"
     (run / "heldout").mkdir(parents=True)
@@ -38,5 +41,6 @@ def test_finished_runs_are_reported_and_the_rest_listed(tmp_path):
     doc = render_doc(cfg)
     assert "| playlist | 0.912 | 0.456 | 0.500 | 0.750 | 0.500 | 0.625 | 0.875 | 7.5 |" in doc
     assert "| mfcc (baseline) | 0.812 |" in doc
+    assert "embedded from 8 evenly spread 3 s excerpts" in doc
     assert "objectives not run: contrastive, byol, clustering, barlow, vicreg\n" in doc
     assert "(c) baselines not run" not in doc

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from musicssl.engine.device import configure_cpu_threads
+from musicssl.engine.excerpts import DEFAULT_COUNT
 
 from .checkpoint import list_checkpoints, load_model
 from .config import FinetuneConfig, PretrainConfig, from_dict
@@ -246,6 +247,16 @@ def _command(cfg: ExperimentsConfig, arms: str) -> str:
     )
 
 
+def _excerpt_counts(cfg: ExperimentsConfig) -> list[int]:
+    """Excerpts per track the stored results were scored with (the default has changed)."""
+    counts = {
+        report.get("config", {}).get("excerpts")
+        for report in map(_load, sorted(cfg.out.rglob("results.json")))
+        if report is not None
+    }
+    return sorted(c for c in counts if c is not None)
+
+
 def _feature_rows(cfg: ExperimentsConfig) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(name, held-out entry, run info) for every scored arm-a/c feature set."""
     rows = []
@@ -276,6 +287,14 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         "the arm (a shared 2-core VM for the committed numbers), not a speed measurement.",
         "",
     ]
+    counts = _excerpt_counts(cfg)
+    if counts:
+        lines[-1:] = [
+            f"Tracks are embedded from {' or '.join(map(str, counts))} evenly spread 3 s excerpts "
+            "(the mean of their embeddings; the app's default is "
+            f"{DEFAULT_COUNT}).",
+            "",
+        ]
     rows = _feature_rows(cfg)
     missing: list[str] = []
     lines += ["## (a) pretext objectives and (c) baselines", ""]
