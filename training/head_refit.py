@@ -23,17 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from musicssl.engine.embedding_model import EmbeddingModel
-from tqdm import tqdm
 
 from . import metrics
-from .audio_cache import AudioCache
 from .config import ConfigError, RefitConfig
 from .datasets import TrackItem
 from .evaluate import json_safe, labelled_items
-from .post_training import open_finished_run, save_step
+from .post_training import FinishedRun, excerpt_embeddings, open_finished_run, save_step
 from .pretrain import warm_cache
-from .sampler import excerpts_of
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +47,17 @@ class ExcerptSet:
     mask: np.ndarray  # (N, T)
 
 
-@torch.no_grad()
 def excerpt_set(
-    model: EmbeddingModel,
+    run: FinishedRun,
     items: Sequence[TrackItem],
     targets: np.ndarray,
     mask: np.ndarray,
-    cache: AudioCache,
     cfg: RefitConfig,
-    device: torch.device,
-    crop_samples: int,
 ) -> ExcerptSet:
     """Excerpts, not track means: analysis applies the head to each excerpt and averages the
     probabilities, so that is what the head is fitted to."""
-    zs, track = [], []
-    for i, item in enumerate(tqdm(items, desc="features", disable=not cfg.progress, leave=False)):
-        x = torch.from_numpy(excerpts_of(cache, item, crop_samples, cfg.excerpts)).to(device)
-        zs.append(model.normalize(model.encode(x)).float().cpu())
-        track.extend([i] * len(x))
-    dim = model.embedding_dim
-    z = torch.cat(zs) if zs else torch.zeros((0, dim))
-    return ExcerptSet(z=z, track=np.asarray(track, np.int64), targets=targets, mask=mask)
+    h, track = excerpt_embeddings(run, items, cfg.excerpts, progress=cfg.progress)
+    return ExcerptSet(z=run.model.normalize(h), track=track, targets=targets, mask=mask)
 
 
 def fit_head(
@@ -118,7 +104,7 @@ def refit_head(cfg: RefitConfig) -> Path:
     if not cfg.weight_decays or any(wd < 0 for wd in cfg.weight_decays):
         raise ConfigError(f"weight_decays must be >= 0 and not empty, got {cfg.weight_decays}")
     run = open_finished_run(cfg.checkpoint, cfg.data, cfg.out, "refit", cfg.device, cfg.threads)
-    model, data_cfg, crop = run.model, run.data, run.bundle_config.excerpt_samples
+    model, data_cfg = run.model, run.data
     if not model.n_tags:
         raise ConfigError(f"{run.source}: the model has no tag head to refit")
     sets = {}
@@ -128,7 +114,7 @@ def refit_head(cfg: RefitConfig) -> Path:
         if not part:
             where = data_cfg.library or data_cfg.folder
             raise ConfigError(f"no labelled tracks in the {name} split of {where}")
-        sets[name] = excerpt_set(model, part, targets, mask, run.cache, cfg, run.device, crop)
+        sets[name] = excerpt_set(run, part, targets, mask, cfg)
     model.to("cpu")
 
     current = model.tag_head.weight.detach().float().cpu()

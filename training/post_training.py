@@ -10,14 +10,17 @@ order (refit-head then whiten, or the reverse).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from musicssl.engine.bundle import BundleConfig
 from musicssl.engine.device import select_device
 from musicssl.engine.embedding_model import EmbeddingModel
+from tqdm import tqdm
 
 from .audio_cache import AudioCache
 from .checkpoint import (
@@ -33,6 +36,7 @@ from .config import ConfigError, DataConfig, to_dict
 from .datasets import TrackItem
 from .evaluate import json_safe
 from .pretrain import load_items, open_cache, split_items
+from .sampler import excerpts_of
 
 # What a step passes on from its source checkpoint besides the weights it rewrites.
 CARRIED = ("kind", "step", "ratio", "lambda", "metrics", "refit", "whitening")
@@ -83,6 +87,28 @@ def open_finished_run(
     )
 
 
+@torch.no_grad()
+def excerpt_embeddings(
+    run: FinishedRun,
+    items: Sequence[TrackItem],
+    max_excerpts: int | None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """h (E, D) of every excerpt (or `max_excerpts` evenly spread ones) of each track, on CPU,
+    and each excerpt's track index. Batches never mix tracks and hold at most `batch_size`."""
+    crop = run.bundle_config.excerpt_samples
+    hs, track = [], []
+    for i, item in enumerate(tqdm(items, desc="features", disable=not progress, leave=False)):
+        x = excerpts_of(run.cache, item, crop, max_excerpts)
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(x[start : start + batch_size]).to(run.device)
+            hs.append(run.model.encode(batch).float().cpu())
+        track.extend([i] * len(x))
+    h = torch.cat(hs) if hs else torch.zeros((0, run.model.embedding_dim))
+    return h, np.asarray(track, np.int64)
+
+
 def save_step(
     run: FinishedRun,
     model: EmbeddingModel,
@@ -110,4 +136,4 @@ def save_step(
     return run.out
 
 
-__all__ = ["CARRIED", "FinishedRun", "open_finished_run", "save_step"]
+__all__ = ["CARRIED", "FinishedRun", "excerpt_embeddings", "open_finished_run", "save_step"]

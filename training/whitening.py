@@ -25,12 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from musicssl.engine.bundle import build_model
-from tqdm import tqdm
 
 from .config import ConfigError, WhitenConfig
-from .post_training import open_finished_run, save_step
+from .post_training import excerpt_embeddings, open_finished_run, save_step
 from .pretrain import warm_cache
-from .sampler import excerpts_of
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +59,8 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
     train = warm_cache(run.cache, run.train, run.data, cfg.progress)
     if not train:
         raise ConfigError(f"no decodable tracks in the training split of {run.data.library}")
-    crop = run.bundle_config.excerpt_samples
-    rows = []
-    with torch.no_grad():
-        for item in tqdm(train, desc="features", disable=not cfg.progress, leave=False):
-            x = excerpts_of(run.cache, item, crop, cfg.excerpts or None)
-            for start in range(0, len(x), cfg.batch_size):
-                batch = torch.from_numpy(x[start : start + cfg.batch_size]).to(run.device)
-                rows.append(run.model.encode(batch).double().cpu().numpy())
-    h = np.concatenate(rows)
+    h, _ = excerpt_embeddings(run, train, cfg.excerpts or None, cfg.batch_size, cfg.progress)
+    h = h.double().numpy()
     mean, matrix = whitening(h, cfg.alpha, cfg.eps)
     log.info("whitening fitted on %d excerpts of %d tracks", len(h), len(train))
 
