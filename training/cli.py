@@ -71,6 +71,8 @@ _KEYS: dict[str, str] = {
     "checkpoint": "checkpoint",
     "excerpts": "excerpts",
     "eps": "eps",
+    "within_alpha": "within_alpha",
+    "within_eps": "within_eps",
 }
 
 
@@ -185,7 +187,8 @@ def cmd_whiten(args: argparse.Namespace) -> int:
     out = fit_whitening(config)
     result = json.loads((out / RESULT_NAME).read_text(encoding="utf-8"))
     print(
-        f"whitening alpha {result['alpha']:g}, eps {result['eps']:g}: fitted on "
+        f"whitening alpha {result['alpha']:g}, eps {result['eps']:g}, within-track alpha "
+        f"{result['within_alpha']:g}, eps {result['within_eps']:g}: fitted on "
         f"{result['excerpts']} excerpts of {result['tracks']} training tracks"
     )
     print(f"whitened weights: {out / 'best.pt'} (export this run folder)")
@@ -431,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder for the result (default: <run>/whiten)")
     p.add_argument("--alpha", type=float, help="1: full whitening (default 0.75)")
     p.add_argument("--eps", type=float, help="variance floor, share of the largest")
+    p.add_argument(
+        "--within-alpha", type=float, help="then whiten the within-track spread (0: skip; def. 1)"
+    )
+    p.add_argument("--within-eps", type=float, help="its variance floor, share of the largest")
     p.add_argument("--excerpts", type=int, help="excerpts per track (0: every excerpt)")
     p.add_argument("--library", help="library DB (default: the one the run trained on)")
     p.add_argument("--device", help="auto | cpu | cuda | mps")

@@ -211,6 +211,9 @@ class WhitenConfig:
     # soundtrack retrieval both rose there, synthetic-genre retrieval held.
     alpha: float = 0.75  # 1: full whitening; 0.5: square-root scaling
     eps: float = 0.003  # added to each variance, as a share of the largest
+    # Then the within-track spread, in the PCA-whitened space (WCCN); within_alpha 0: skip it.
+    within_alpha: float = 1.0
+    within_eps: float = 0.001
     excerpts: int = 0  # evenly spread excerpts per track; 0: every excerpt
     batch_size: int = 64
     device: str = "auto"
