@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold",
         type=float,
-        help="cosine similarity, 0..1 (default: the model's own, 0.98 or 0.92 when whitened)",
+        help="cosine similarity, 0..1 (default: the model's own, 0.98 or 0.86 when whitened)",
     )
 
     p = command("models", cmd_models, "installed model bundles; switch the active one")
