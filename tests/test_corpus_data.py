@@ -18,7 +18,7 @@ from musicssl.training.corpus.manifest import (
 from musicssl.training.datasets import album_key
 
 
-def test_music_is_found_in_music_folders_and_pk3_archives(tmp_path):
+def test_music_is_found_in_music_folders_and_zip_archives(tmp_path):
     root = tmp_path / "unpacked"
     (root / "usr/share/game/music").mkdir(parents=True)
     (root / "usr/share/game/sounds").mkdir(parents=True)
@@ -28,11 +28,16 @@ def test_music_is_found_in_music_folders_and_pk3_archives(tmp_path):
     with zipfile.ZipFile(root / "usr/share/game/data.pk3", "w") as z:
         z.writestr("sound/cdtracks/track1.ogg", b"d")
         z.writestr("sound/misc/click.ogg", b"e")
+    with zipfile.ZipFile(root / "usr/share/game/public.zip", "w") as z:
+        z.writestr("audio/music/menu.ogg", b"f")
+        z.writestr("art/textures/menu.png", b"g")
     found = dict(_candidates(root, tmp_path / "staging"))
     assert sorted(found) == [
         "usr/share/game/data.pk3/sound/cdtracks/track1.ogg",
         "usr/share/game/music/theme.ogg",
+        "usr/share/game/public.zip/audio/music/menu.ogg",
     ]
+    assert found["usr/share/game/public.zip/audio/music/menu.ogg"].read_bytes() == b"f"
     assert found["usr/share/game/data.pk3/sound/cdtracks/track1.ogg"].read_bytes() == b"d"
 
 
