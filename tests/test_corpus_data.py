@@ -6,7 +6,9 @@ import zipfile
 from pathlib import Path
 
 from audio_fixtures import write_audio
+from musicssl.engine.library import Library
 from musicssl.engine.metadata import read_metadata
+from musicssl.training.corpus.build import BuildConfig, build
 from musicssl.training.corpus.debian_soundtracks import _candidates
 from musicssl.training.corpus.manifest import (
     Entry,
@@ -88,3 +90,17 @@ def test_manifest_needs_a_build(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="corpus build"):
         read_manifest(Path(tmp_path))
+
+
+def test_build_makes_a_library_of_the_training_audio_and_one_of_the_real_val_tracks(tmp_path):
+    """train.db is what training reads; val.db (real val tracks only) is export's
+    threshold library once the teacher has labelled it."""
+    for k, (folder, name) in enumerate(
+        [("train/real/game", "a"), ("val/real/game", "b"), ("val/synth/rock", "c")]
+    ):
+        (tmp_path / "audio" / folder).mkdir(parents=True)
+        write_audio(tmp_path / "audio" / folder / f"{name}.wav", 2.0, seed=k)
+    build(BuildConfig(root=tmp_path, real=False, synth=False))
+    for db, expected in (("train.db", ["a.wav"]), ("val.db", ["b.wav"])):
+        with Library(tmp_path / db) as library:
+            assert [t["path"].rsplit("/", 1)[-1] for t in library.tracks()] == expected

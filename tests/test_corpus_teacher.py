@@ -133,6 +133,8 @@ def test_heldout_scores_the_head_against_the_teacher_and_adds_musicnn(
     real_tags = report["features"]["model"]["real_tags"]
     assert real_tags["n_tags"] == 2  # guitar and piano have both a yes and a no
     assert 0.0 <= real_tags["roc_auc"] <= 1.0
+    # Every tag said for every track: each of guitar/piano is right on half the tracks.
+    assert real_tags["f1"] == pytest.approx(2 / 3)
     assert real_tags["tags_per_track"] == len(config["tags"])
     assert real_tags["widest_tag_share"] == 1.0
     peer = report["features"]["musicnn max-pool"]

@@ -20,7 +20,7 @@ from musicssl.training.config import (
     load_config,
 )
 from musicssl.training.evaluate import evaluate, widen_mask
-from musicssl.training.export import choose_thresholds, export
+from musicssl.training.export import MIN_THRESHOLD, choose_thresholds, export
 from musicssl.training.finetune import Finetuner, finetune, masked_bce, measure_ratio
 from musicssl.training.logs import read_csv
 from test_pretrain import TINY, corpus, data_overrides, one_thread  # noqa: F401 - fixture
@@ -183,6 +183,8 @@ def test_choose_thresholds_per_tag():
     yes = np.array([[1], [1], [1], [0], [0], [0]])
     assert choose_thresholds(low, yes, floor=0.0)[0] == pytest.approx(0.095)
     assert choose_thresholds(low, yes) == [0.2]
+    # Where labels cannot place a threshold, the caller's fallback stands (held-out tuning).
+    assert choose_thresholds(probs, targets, fallback=[0.1, 0.6, 0.7])[1:] == [0.6, 0.7]
 
 
 def test_library_finetune_export_install_and_analyze(music, tmp_path):
@@ -232,6 +234,27 @@ def test_library_finetune_export_install_and_analyze(music, tmp_path):
     )  # fmt: skip
     assert load_bundle(again.path).config.thresholds == bundle.config.thresholds
     assert load_bundle(again.path).config.provenance["data"] == provenance["data"]
+
+    # A held-out library sets the thresholds of the tags its labels cover; the rest keep the
+    # training split's. Here it says "deep" for the low tracks and "not deep" for the high ones.
+    held_out_db = tmp_path / "held-out.db"
+    with Library(held_out_db) as library:
+        library.scan([music / "music"])
+        for t in library.tracks():
+            name = t["path"].rsplit("/", 1)[-1]
+            library.set_user_tag(t["id"], "deep", positive=name.startswith("low"))
+    settings = {"checkpoint": str(run), "device": "cpu", "out": str(tmp_path / "held")}
+    settings_held = {**settings, "threshold_library": str(held_out_db)}
+    held = export(load_config(ExportConfig, None, settings_held))
+    record = held.config.provenance["thresholds"]["held_out"]
+    assert record["library"] == str(held_out_db) and record["tracks"] == len(tracks)
+    assert "deep" in record["tags"]
+    for tag, before, after in zip(bundle.config.tags, bundle.config.thresholds,
+                                  held.config.thresholds, strict=True):  # fmt: skip
+        assert (after == before) or tag in record["tags"], tag
+    assert MIN_THRESHOLD <= held.config.thresholds[held.config.tags.index("deep")] <= 1.0
+    with pytest.raises(ConfigError, match="does not exist"):
+        export(load_config(ExportConfig, None, {**settings, "threshold_library": "nope.db"}))
 
     with Library(db_path) as library:
         assert library.active_model().model_id == result.model_id

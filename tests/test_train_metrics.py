@@ -15,7 +15,7 @@ from musicssl.training.config import (
     load_config,
 )
 from musicssl.training.logs import TrainingLog, read_csv
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 # -- tagging ------------------------------------------------------------------------------------
 
@@ -123,6 +123,19 @@ def test_identification_accuracy():
     assert metrics.identification_accuracy(first, second) == 1.0
     shuffled = second[[1, 0, 2, 3, 4, 5]]
     assert metrics.identification_accuracy(first, shuffled) == pytest.approx(4 / 6)
+
+
+def test_macro_f1_matches_sklearn_on_known_labels_and_skips_one_class_tags():
+    rng = np.random.default_rng(3)
+    targets = (rng.random((40, 4)) < 0.4).astype(float)
+    targets[:, 3] = 1.0  # no negative: skipped, as by the AUCs
+    mask = rng.random((40, 4)) < 0.8
+    decisions = rng.random((40, 4)) < 0.5
+    expected = np.mean(
+        [f1_score(targets[mask[:, t], t], decisions[mask[:, t], t]) for t in range(3)]
+    )
+    assert metrics.macro_f1(decisions, targets, mask) == pytest.approx(expected)
+    assert math.isnan(metrics.macro_f1(decisions[:, 3:], targets[:, 3:]))
 
 
 def test_best_f1_threshold():

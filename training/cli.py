@@ -222,6 +222,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         overrides["data.folder"] = args.data
     if args.library is not None:
         overrides["data.library"] = args.library
+    if args.threshold_library is not None:
+        overrides["threshold_library"] = str(Path(args.threshold_library).expanduser().absolute())
     overrides.update(_set_pairs(args.set or []))
     config = load_config(ExportConfig, args.config, overrides, "export")
     result = export(config, use_in=args.use_in)
@@ -465,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="device for threshold tuning")
     p.add_argument("--data", help="audio folder for threshold tuning (default: training data)")
     p.add_argument("--library", help="library DB for threshold tuning")
+    p.add_argument(
+        "--threshold-library",
+        metavar="DB",
+        help="labelled held-out library whose labels set a tag's threshold where they suffice",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
 
     help_text = "build the default model's corpus; score a model on its held-out parts"

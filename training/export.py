@@ -6,7 +6,10 @@ shipped model), so a trained model needs no engine change to be used. What train
 - per-tag decision thresholds chosen on the validation split, maximising each tag's F1 on
   track-level probabilities computed the way analysis computes them (mean of the excerpt
   probabilities). A tag without validation positives keeps 0.5: with nothing to calibrate on,
-  the sigmoid's natural midpoint is the least surprising choice;
+  the sigmoid's natural midpoint is the least surprising choice. A second, held-out library
+  (`threshold_library`) overrides that per tag wherever its labels suffice: the training
+  split's validation part is mostly what training could label (synthetic pieces, for the
+  default model), while thresholds must fit the music users have;
 - `trained = True`, so the engine writes auto tags and ranks the bundle above untrained ones;
 - provenance: data, objective, steps, validation metrics, loss ratio and the git commit, so a
   bundle found on disk months later can be traced to how it was made.
@@ -21,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import math
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,8 @@ from musicssl.engine.embedding_model import EmbeddingModel
 
 from . import metrics
 from .checkpoint import checkpoint_data, is_bundle, load_model, resolve_checkpoint, run_folder
-from .config import DataConfig, ExportConfig
+from .config import ConfigError, DataConfig, ExportConfig
+from .datasets import TrackItem
 from .evaluate import embed_tracks, json_safe, labelled_items
 from .pretrain import load_items, open_cache, split_items, warm_cache
 
@@ -68,26 +74,30 @@ def choose_thresholds(
     targets: np.ndarray,
     mask: np.ndarray | None = None,
     floor: float = MIN_THRESHOLD,
+    fallback: Sequence[float] | None = None,
 ) -> list[float]:
-    """Per tag, the F1-maximising threshold over known labels (at least `floor`), else 0.5.
+    """Per tag, the F1-maximising threshold over known labels (at least `floor`), else the
+    tag's `fallback` (default 0.5).
 
-    0.5 when a tag has fewer than MIN_POSITIVES validation positives, or when its F1 optimum
-    says "yes" to every validation track: both give thresholds like 0.03 that put the tag on
-    nearly every track of a real library (seen with the first shipped model's `brass`), and the
-    second means the head does not separate the tag at all."""
+    The fallback is taken when a tag has fewer than MIN_POSITIVES positives, or when its F1
+    optimum says "yes" to every track (as it does when there is no negative): both give
+    thresholds like 0.03 that put the tag on nearly every track of a real library (seen with
+    the first shipped model's `brass`), and the second means the head does not separate the
+    tag on these tracks at all."""
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets)
     mask = np.ones(targets.shape, bool) if mask is None else np.asarray(mask, bool)
     out = []
     for t in range(probs.shape[1]):
         known = mask[:, t]
+        otherwise = DEFAULT_THRESHOLD if fallback is None else float(fallback[t])
         if np.sum(targets[known, t] >= 0.5) < MIN_POSITIVES:
-            out.append(DEFAULT_THRESHOLD)
+            out.append(otherwise)
             continue
         best = metrics.best_f1_threshold(
             probs[known, t], targets[known, t] >= 0.5, default=DEFAULT_THRESHOLD
         )
-        out.append(DEFAULT_THRESHOLD if np.all(probs[known, t] >= best) else max(best, floor))
+        out.append(otherwise if np.all(probs[known, t] >= best) else max(best, floor))
     return out
 
 
@@ -108,6 +118,26 @@ def git_commit() -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
+def _labelled_probs(
+    model: EmbeddingModel,
+    bundle_config: BundleConfig,
+    data: DataConfig,
+    items: list[TrackItem],
+    device: torch.device,
+    max_excerpts: int,
+    progress: bool,
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(tracks, track probabilities, targets, mask) of the labelled, decodable `items`."""
+    cache = open_cache(data, bundle_config.sample_rate)
+    items = warm_cache(cache, items, data, progress)
+    items, targets, mask = labelled_items(items, model.tags, data.negatives)
+    if not items:
+        return 0, np.zeros((0, model.n_tags)), targets, mask
+    crop = bundle_config.excerpt_samples
+    outputs = embed_tracks(model, items, cache, crop, device, max_excerpts, progress=progress)
+    return len(items), outputs.probs, targets, mask
+
+
 def tune_thresholds(
     model: EmbeddingModel,
     bundle_config: BundleConfig,
@@ -115,20 +145,36 @@ def tune_thresholds(
     device: torch.device,
     max_excerpts: int,
     progress: bool = False,
+    held_out_library: str = "",
 ) -> tuple[list[float], dict[str, Any]]:
-    """Thresholds from the validation split of `data` (the same split training used)."""
-    items = load_items(data)
-    _train, val, _test = split_items(data, items)
-    cache = open_cache(data, bundle_config.sample_rate)
-    val = warm_cache(cache, val, data, progress)
-    val, targets, mask = labelled_items(val, model.tags, data.negatives)
-    if not val:
-        return [DEFAULT_THRESHOLD] * model.n_tags, {"val_tracks": 0}
-    outputs = embed_tracks(model, val, cache, bundle_config.excerpt_samples, device, max_excerpts)
-    thresholds = choose_thresholds(outputs.probs, targets, mask)
-    scores = metrics.tagging_metrics(outputs.probs, targets, mask)
-    return thresholds, {"val_tracks": len(val), "val_roc_auc": scores["roc_auc"],
-                        "val_pr_auc": scores["pr_auc"]}  # fmt: skip
+    """Thresholds from the validation split of `data` (the same split training used), then,
+    tag by tag, from every track of `held_out_library` where its labels suffice."""
+    _train, val, _test = split_items(data, load_items(data))
+    n, probs, targets, mask = _labelled_probs(
+        model, bundle_config, data, val, device, max_excerpts, progress
+    )
+    if not n:
+        thresholds, calibration = [DEFAULT_THRESHOLD] * model.n_tags, {"val_tracks": 0}
+    else:
+        thresholds = choose_thresholds(probs, targets, mask)
+        scores = metrics.tagging_metrics(probs, targets, mask)
+        calibration = {"val_tracks": n, "val_roc_auc": scores["roc_auc"],
+                       "val_pr_auc": scores["pr_auc"]}  # fmt: skip
+    if held_out_library:
+        held_out = dataclasses.replace(data, library=held_out_library, folder=None)
+        n, probs, targets, mask = _labelled_probs(
+            model, bundle_config, held_out, load_items(held_out), device, max_excerpts, progress
+        )
+        if not n:
+            log.warning("no labelled, decodable tracks in %s to tune on", held_out_library)
+        tuned = choose_thresholds(probs, targets, mask, fallback=[math.nan] * model.n_tags)
+        thresholds = [old if math.isnan(t) else t for t, old in zip(tuned, thresholds, strict=True)]
+        calibration["held_out"] = {
+            "library": held_out_library,
+            "tracks": n,
+            "tags": [tag for tag, t in zip(model.tags, tuned, strict=True) if not math.isnan(t)],
+        }
+    return thresholds, calibration
 
 
 def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
@@ -140,6 +186,8 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
 
     thresholds = list(bundle_config.thresholds) or [DEFAULT_THRESHOLD] * model.n_tags
     calibration: dict[str, Any] = {}
+    if config.threshold_library and not Path(config.threshold_library).expanduser().is_file():
+        raise ConfigError(f"threshold library {config.threshold_library} does not exist")
     data = checkpoint_data(state, config.data)
     if model.n_tags and config.thresholds:
         if data is None:
@@ -148,7 +196,12 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
             try:
                 model.to(device)
                 thresholds, calibration = tune_thresholds(
-                    model, bundle_config, data, device, config.val_excerpts
+                    model,
+                    bundle_config,
+                    data,
+                    device,
+                    config.val_excerpts,
+                    held_out_library=config.threshold_library,
                 )
             except (OSError, ValueError) as exc:
                 log.warning("cannot tune thresholds (%s); every tag keeps 0.5", exc)

@@ -6,6 +6,8 @@ Layout under the corpus root (outside the repository; nothing here is ever commi
     audio/<split>/{real,synth}/...   tagged audio files
     manifest.jsonl                   one line per audio file (see `manifest`)
     train.db                         a MusicSSL library of audio/train (`--library` for training)
+    val.db                           one of audio/val/real (labelled by `corpus teacher`, it is
+                                     export's `--threshold-library`)
 
 Synthetic splits: train and val render with FluidR3, test with TimGM6mb. Synthetic albums are
 genre volumes ("Rock Sketches 3"): album co-membership then means "same genre", the same kind
@@ -136,9 +138,12 @@ def build(cfg: BuildConfig) -> list[Entry]:
     if cfg.synth:
         entries += synth_entries(cfg)
     write_manifest(cfg.root, entries)
-    train_dir = cfg.root / "audio" / "train"
-    if train_dir.is_dir():
-        with Library(cfg.root / "train.db") as lib:
-            report = lib.scan([train_dir])
-        log.info("train.db: %s", report.summary())
+    # val.db holds the real val tracks only: once `corpus teacher` has labelled it, export
+    # tunes tag thresholds on it (`--threshold-library`), real music rather than synthetic.
+    for name, folder in (("train.db", ("train",)), ("val.db", ("val", "real"))):
+        audio = cfg.root.joinpath("audio", *folder)
+        if audio.is_dir():
+            with Library(cfg.root / name) as lib:
+                report = lib.scan([audio])
+            log.info("%s: %s", name, report.summary())
     return entries

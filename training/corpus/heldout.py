@@ -163,8 +163,9 @@ def _real_tag_scores(
     """The head on real tracks: agreement with the teacher, and how many tags it hands out.
 
     Agreement is macro ROC-AUC/PR-AUC against musicnn's confident yes/no calls (tags the two
-    vocabularies share; unsure calls are left out). Tags per track use the bundle's own
-    thresholds (0.5 for a checkpoint without any): a tag on nearly every track says nothing.
+    vocabularies share; unsure calls are left out), and macro F1 of the tags the bundle's own
+    thresholds hand out (0.5 for a checkpoint without any) against the same calls. Tags per
+    track use those thresholds too: a tag on nearly every track says nothing.
     """
     vocab = list(model.tags)
     y, m = label_matrix(
@@ -173,6 +174,7 @@ def _real_tag_scores(
     )
     out: dict[str, Any] = dict(metrics.tagging_metrics(probs, y, m))
     on = probs >= np.asarray(thresholds, np.float32)[None, :]
+    out["f1"] = metrics.macro_f1(on, y, m)
     share = on.mean(axis=0)
     out["tags_per_track"] = float(on.sum(axis=1).mean())
     out["widest_tag"] = vocab[int(share.argmax())]
@@ -328,15 +330,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             "Own head on the real tracks: agreement with musicnn's confident calls (n = tags "
-            "with a yes and a no), and what the bundle's thresholds hand out.",
+            "with a yes and a no), and what the bundle's thresholds hand out (F1 against the "
+            "same calls).",
             "",
-            "| features | ROC-AUC vs musicnn | PR-AUC | n | tags per track | widest tag (share) |",
-            "|---|---|---|---|---|---|",
+            "| features | ROC-AUC vs musicnn | PR-AUC | n | F1 (thresholds) | tags per track "
+            "| widest tag (share) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, r in real.items():
             lines.append(
                 f"| {name} | {_fmt(r.get('roc_auc'))} | {_fmt(r.get('pr_auc'))} | {r['n_tags']} | "
-                f"{r['tags_per_track']:.1f} | {r['widest_tag']} ({r['widest_tag_share']:.0%}) |"
+                f"{_fmt(r.get('f1'))} | {r['tags_per_track']:.1f} | {r['widest_tag']} "
+                f"({r['widest_tag_share']:.0%}) |"
             )
     return "\n".join(lines) + "\n"
 
