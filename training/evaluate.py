@@ -248,6 +248,12 @@ class HandcraftedStats:
     first: np.ndarray  # (N, 48) mean over the first half of them (NaN rows: < 2 excerpts)
     second: np.ndarray  # (N, 48) the second half
 
+    def zscored(self, reference: np.ndarray) -> HandcraftedStats:
+        """All three standardised with `reference`'s column statistics (`zscore`), so halves
+        and whole tracks are compared on one scale."""
+        parts = (self.whole, self.first, self.second)
+        return HandcraftedStats(*(zscore(part, reference) for part in parts))
+
 
 def handcrafted_features(
     items: Sequence[TrackItem],
@@ -438,14 +444,15 @@ def _handcrafted_set(
     }
     raw = {part: s.whole for part, s in stats.items()}
     corpus = np.concatenate([raw["train"], raw["val"], raw["test"]])
+    test = stats["test"].zscored(corpus)
     return FeatureSet(
         name="mfcc",
         train=raw["train"],
         val=raw["val"],
         test=raw["test"],
-        retrieval=zscore(raw["test"], corpus),
-        first=zscore(stats["test"].first, corpus),
-        second=zscore(stats["test"].second, corpus),
+        retrieval=test.whole,
+        first=test.first,
+        second=test.second,
     )
 
 

@@ -93,7 +93,7 @@ def _features(
             stats = handcrafted_features(
                 part_items, cache, crop_samples, cfg.excerpts, cfg.progress
             )
-            out[part] = {"h": stats.whole, "first": stats.first, "second": stats.second}
+            out[part] = {"stats": stats}
         else:
             o = embed_tracks(
                 model,
@@ -107,10 +107,11 @@ def _features(
             )
             out[part] = {"h": o.h, "z": o.z, "first": o.first, "second": o.second, "p": o.probs}
     if model is None:  # bliss-style: z-score over everything it sees, then cosine
-        corpus = np.concatenate([out[p]["h"] for p in out])
+        corpus = np.concatenate([out[p]["stats"].whole for p in out])
         for p in out:
-            for key, source in (("z", "h"), ("first", "first"), ("second", "second")):
-                out[p][key] = zscore(out[p][source], corpus)
+            stats = out[p].pop("stats")
+            z = stats.zscored(corpus)
+            out[p] = {"h": stats.whole, "z": z.whole, "first": z.first, "second": z.second}
     return out
 
 
