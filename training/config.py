@@ -231,7 +231,8 @@ class ExportConfig:
     thresholds: bool = True  # tune per-tag thresholds on validation data (else 0.5)
     val_excerpts: int = DEFAULT_COUNT  # as analysis takes them
     # A labelled library of held-out tracks of the music the model is for (the corpus's
-    # val-teacher.db): where its labels hold enough yes and a no, they set the tag's threshold.
+    # val.db, once `corpus teacher` labelled it): where its labels hold enough yes and a no, they
+    # set the tag's threshold.
     threshold_library: str = ""
     device: str = "auto"
     data: DataConfig | None = None  # default: the data the checkpoint was trained on
