@@ -77,6 +77,9 @@ class BundleConfig:
     # The weights hold a whitening of the track vector (EmbeddingModel.similarity). Optional in
     # config.json, so bundles written before it existed still load.
     whitened: bool = False
+    # > 0: the track vector also weighs each excerpt's pitch-class profile, by this much against
+    # h (EmbeddingModel.similarity). Optional in config.json, like `whitened`.
+    harmony_weight: float = 0.0
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -107,6 +110,8 @@ class BundleConfig:
         }
         if self.whitened:  # only then, so the records of older bundles stay what they were
             record["whitened"] = True
+        if self.harmony_weight:
+            record["harmony_weight"] = self.harmony_weight
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     def threshold_for(self, tag: str) -> float:
@@ -118,7 +123,7 @@ class BundleConfig:
         if not isinstance(data, dict):
             raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        required = fields - {"provenance", "whitened"}
+        required = fields - {"provenance", "whitened", "harmony_weight"}
         missing = sorted(required - set(data))
         if missing:
             raise BundleError(f"{source}: missing required key(s): {', '.join(missing)}")
@@ -164,6 +169,9 @@ class BundleConfig:
         for key in ("trained", "whitened"):
             if not isinstance(getattr(self, key), bool):
                 raise fail(f"'{key}' must be true or false, got {getattr(self, key)!r}")
+        weight = self.harmony_weight
+        if not (_is_number(weight) and weight >= 0):
+            raise fail(f"'harmony_weight' must be a finite number >= 0, got {weight!r}")
         for key in ("arch_params", "provenance"):
             value = getattr(self, key)
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -271,7 +279,14 @@ def build_model(config: BundleConfig, source: str = CONFIG_NAME) -> EmbeddingMod
             f"{source}: excerpt_samples={config.excerpt_samples} is shorter than "
             f"{config.architecture!r} accepts ({min_samples})"
         )
-    return EmbeddingModel(encoder, config.embedding_dim, config.tags, config.whitened)
+    return EmbeddingModel(
+        encoder,
+        config.embedding_dim,
+        config.tags,
+        config.whitened,
+        harmony_weight=config.harmony_weight,
+        sample_rate=config.sample_rate,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,6 +559,8 @@ def save_bundle(model: EmbeddingModel, config: BundleConfig, dest: str | os.Path
         raise BundleError(f"{dest}: config tags differ from the model's tag vocabulary")
     if getattr(model, "embedding_dim", config.embedding_dim) != config.embedding_dim:
         raise BundleError(f"{dest}: config embedding_dim differs from the model's")
+    if getattr(model, "harmony_weight", 0.0) != config.harmony_weight:
+        raise BundleError(f"{dest}: config harmony_weight differs from the model's")
     reference = build_model(config, str(dest / CONFIG_NAME))
     _check_tensors(reference, dict(model.state_dict()), str(dest / WEIGHTS_NAME))
 

@@ -11,16 +11,25 @@ on training excerpts after training (training/whitening.py). Style objectives le
 directions of h with most of the variance, and every track of a soundtrack shares them; cosine
 on whitened vectors also weighs the low-variance directions that tell one track from another
 (PCA whitening for retrieval, Jégou & Chum, ECCV 2012). The tag head keeps reading z.
+
+A bundle may also weigh harmony into the track vector (`harmony_weight` w > 0): each excerpt's
+pitch-class profile (engine/harmony.py) is averaged next to h, standardised with statistics of the
+training excerpts, and appended, so the cosine of two tracks is (cos of the h parts + w · cos of
+the profiles) / (1 + w). What a track averages per excerpt is then its "descriptor", h followed
+by the 12 profile values (`descriptor`); the tag head still reads only h.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .harmony import N_CLASSES, pitch_class_profile
 
 LAYER_NORM_EPS = 1e-5
 L2_EPS = 1e-12
@@ -49,6 +58,8 @@ class EmbeddingModel(nn.Module):
         embedding_dim: int,
         tags: Sequence[str] = (),
         whitened: bool = False,
+        harmony_weight: float = 0.0,
+        sample_rate: int | None = None,
     ) -> None:
         super().__init__()
         encoder_dim = getattr(encoder, "embedding_dim", embedding_dim)
@@ -72,6 +83,16 @@ class EmbeddingModel(nn.Module):
             # file (and its model_id) and can never be paired with another encoder's weights.
             self.register_buffer("whiten_mean", torch.zeros(self.embedding_dim))
             self.register_buffer("whiten_matrix", torch.eye(self.embedding_dim))
+        if not (math.isfinite(harmony_weight) and harmony_weight >= 0):
+            raise ValueError(f"harmony_weight must be a finite number >= 0, got {harmony_weight}")
+        if harmony_weight and not sample_rate:
+            raise ValueError("a model with harmony_weight needs the sample_rate of its excerpts")
+        self.harmony_weight = float(harmony_weight)
+        self.sample_rate = sample_rate
+        if self.harmony_weight:
+            # Set by `set_harmony` from training excerpts; buffers for the same reason as above.
+            self.register_buffer("harmony_mean", torch.zeros(N_CLASSES))
+            self.register_buffer("harmony_scale", torch.ones(N_CLASSES))
 
     @property
     def n_tags(self) -> int:
@@ -81,18 +102,43 @@ class EmbeddingModel(nn.Module):
         """Waveform excerpts (B, N) -> h (B, D), the pre-normalisation embedding tracks average."""
         return self.encoder(x)
 
+    @property
+    def descriptor_dim(self) -> int:
+        return self.embedding_dim + (N_CLASSES if self.harmony_weight else 0)
+
+    def descriptor(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Excerpts (B, N) and their h (B, D) -> what a track averages for its vector (B, D')."""
+        if not self.harmony_weight:
+            return h
+        profile = pitch_class_profile(x, self.sample_rate).to(device=h.device, dtype=h.dtype)
+        return torch.cat([h, profile], dim=-1)
+
     @staticmethod
     def normalize(h: torch.Tensor) -> torch.Tensor:
         """h -> z in the similarity space (same as the module-level `normalize`)."""
         return normalize(h)
 
-    def similarity(self, h: torch.Tensor) -> torch.Tensor:
-        """A track's mean h (B, D) -> the unit vector the similarity index stores."""
+    def similarity(self, descriptor: torch.Tensor) -> torch.Tensor:
+        """A track's mean descriptor (B, D') -> the unit vector the similarity index stores."""
+        if descriptor.shape[-1] != self.descriptor_dim:
+            raise ValueError(
+                f"expected {self.descriptor_dim}-d track descriptors, got {descriptor.shape[-1]}"
+            )
+        h = descriptor[..., : self.embedding_dim]
         if not self.whitened:
-            return normalize(h)
-        mean = self.whiten_mean.to(device=h.device, dtype=h.dtype)
-        projected = (h - mean) @ self.whiten_matrix.to(device=h.device, dtype=h.dtype)
-        return F.normalize(projected, p=2.0, dim=-1, eps=L2_EPS)
+            z = normalize(h)
+        else:
+            mean = self.whiten_mean.to(device=h.device, dtype=h.dtype)
+            projected = (h - mean) @ self.whiten_matrix.to(device=h.device, dtype=h.dtype)
+            z = F.normalize(projected, p=2.0, dim=-1, eps=L2_EPS)
+        if not self.harmony_weight:
+            return z
+        profile = descriptor[..., self.embedding_dim :]
+        mean = self.harmony_mean.to(device=h.device, dtype=h.dtype)
+        scale = self.harmony_scale.to(device=h.device, dtype=h.dtype)
+        profile = F.normalize((profile - mean) / scale, p=2.0, dim=-1, eps=L2_EPS)
+        joined = torch.cat([z, math.sqrt(self.harmony_weight) * profile], dim=-1)
+        return F.normalize(joined, p=2.0, dim=-1, eps=L2_EPS)
 
     def set_whitening(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
         if not self.whitened:
@@ -100,6 +146,15 @@ class EmbeddingModel(nn.Module):
         with torch.no_grad():
             self.whiten_mean.copy_(mean)
             self.whiten_matrix.copy_(matrix)
+
+    def set_harmony(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        if not self.harmony_weight:
+            raise ValueError("this model was built without harmony (BundleConfig.harmony_weight)")
+        if bool((scale <= 0).any()):
+            raise ValueError("harmony scales must be positive")
+        with torch.no_grad():
+            self.harmony_mean.copy_(mean)
+            self.harmony_scale.copy_(scale)
 
     def tag_probs(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, D) -> per-tag probabilities (B, T); also applies to a track's mean h."""

@@ -231,3 +231,45 @@ def test_duplicates_use_the_cut_off_of_the_models_space(library):
     assert sorted(groups) == [["S0", "S3"], ["S1", "S4"], ["S2", "S5"]]
     assert similar.duplicate_threshold(True) < similar.duplicate_threshold(False)
     assert library.duplicates(threshold=1.0) == []  # an explicit cut-off still rules
+
+
+def test_analysis_appends_the_standardised_pitch_class_profile(library):
+    """A bundle with harmony_weight w indexes [z, sqrt(w) · unit profile] / sqrt(1 + w): the h part
+    is the whitened vector of the same encoder, and the profile part is the key of the music,
+    the same for one signal in two codecs (song0..5 are three signals in two codecs each)."""
+    import dataclasses
+
+    import torch
+    from musicssl.engine import bundle as bundlemod
+    from musicssl.engine import models
+
+    torch.manual_seed(3)
+    cfg = dataclasses.replace(
+        bundlemod.default_config("harmony", "melcnn", {"channels": [4, 8]}), whitened=True
+    )
+    plain = bundlemod.build_model(cfg)
+    plain.set_whitening(torch.zeros(cfg.embedding_dim), torch.eye(cfg.embedding_dim))
+    harmony_cfg = dataclasses.replace(cfg, name="harmony-1", harmony_weight=1.0)
+    harmony = bundlemod.build_model(harmony_cfg)
+    harmony.load_state_dict(plain.state_dict(), strict=False)
+    harmony.set_harmony(torch.zeros(12), torch.ones(12))
+    vectors = {}
+    for model, config in ((plain, cfg), (harmony, harmony_cfg)):
+        bundlemod.save_bundle(model, config, library.path.parent / config.name)
+        info = models.install_bundle(library.path.parent / config.name)
+        library.use_model(info.model_id)
+        assert library.analyze().analyzed == 6
+        ids = [t["id"] for t in library.tracks(["status=analyzed"], order_by="title")]
+        vectors[config.name] = embeddings.get(library.db, info.model_id, ids)
+
+    dim = cfg.embedding_dim
+    both = vectors["harmony-1"] * np.sqrt(2.0)
+    assert both.shape == (6, dim + 12)
+    np.testing.assert_allclose(both[:, :dim], vectors["harmony"], atol=1e-4)
+    profiles = both[:, dim:]
+    np.testing.assert_allclose(np.linalg.norm(profiles, axis=1), 1.0, atol=1e-4)
+    cos = profiles @ profiles.T  # rows: S0..S5; S0/S3, S1/S4, S2/S5 are codec twins
+    for a in range(3):
+        # (mp3's encoder delay shifts its excerpts a little: 0.93 there, 1.0 for the others)
+        assert cos[a, a + 3] > 0.9
+        assert all(cos[a, b] < cos[a, a + 3] - 0.05 for b in range(6) if b not in (a, a + 3))

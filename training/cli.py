@@ -73,6 +73,7 @@ _KEYS: dict[str, str] = {
     "eps": "eps",
     "within_alpha": "within_alpha",
     "within_eps": "within_eps",
+    "harmony_weight": "harmony_weight",
 }
 
 
@@ -188,7 +189,8 @@ def cmd_whiten(args: argparse.Namespace) -> int:
     result = json.loads((out / RESULT_NAME).read_text(encoding="utf-8"))
     print(
         f"whitening alpha {result['alpha']:g}, eps {result['eps']:g}, within-track alpha "
-        f"{result['within_alpha']:g}, eps {result['within_eps']:g}: fitted on "
+        f"{result['within_alpha']:g}, eps {result['within_eps']:g}, harmony weight "
+        f"{result['harmony_weight']:g}: fitted on "
         f"{result['excerpts']} excerpts of {result['tracks']} training tracks"
     )
     print(f"whitened weights: {out / 'best.pt'} (export this run folder)")
@@ -440,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--within-alpha", type=float, help="then whiten the within-track spread (0: skip; def. 1)"
     )
     p.add_argument("--within-eps", type=float, help="its variance floor, share of the largest")
+    p.add_argument(
+        "--harmony-weight", type=float, help="weight of the pitch-class profile (0: none; def. 0.2)"
+    )
     p.add_argument("--excerpts", type=int, help="excerpts per track (0: every excerpt)")
     p.add_argument("--library", help="library DB (default: the one the run trained on)")
     p.add_argument("--device", help="auto | cpu | cuda | mps")

@@ -214,6 +214,9 @@ class WhitenConfig:
     # Then the within-track spread, in the PCA-whitened space (WCCN); within_alpha 0: skip it.
     within_alpha: float = 1.0
     within_eps: float = 0.001
+    # How much the excerpts' pitch-class profile counts against h in the track vector (engine/
+    # harmony.py); 0: not at all. Chosen on the validation soundtracks like the rest.
+    harmony_weight: float = 0.2
     excerpts: int = 0  # evenly spread excerpts per track; 0: every excerpt
     batch_size: int = 64
     device: str = "auto"

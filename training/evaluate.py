@@ -108,10 +108,10 @@ class TrackOutputs:
     """Per-track model outputs, aggregated the way the engine's analysis does."""
 
     h: np.ndarray  # (N, D) mean of excerpt h's
-    z: np.ndarray  # (N, D) model.similarity(mean h): the vector the index stores
+    z: np.ndarray  # (N, D') model.similarity(mean descriptor): the vector the index stores
     probs: np.ndarray  # (N, T) mean of excerpt tag probabilities
-    first: np.ndarray  # (N, D) z of the first half of the excerpts (NaN rows: < 2 excerpts)
-    second: np.ndarray  # (N, D) z of the second half
+    first: np.ndarray  # (N, D') z of the first half of the excerpts (NaN rows: < 2 excerpts)
+    second: np.ndarray  # (N, D') z of the second half
 
 
 @torch.no_grad()
@@ -129,7 +129,8 @@ def embed_tracks(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    n, dim, n_tags = len(items), model.embedding_dim, model.n_tags
+    # Sums of descriptors: h, followed by the pitch-class profile when the model weighs harmony.
+    n, dim, n_tags = len(items), model.descriptor_dim, model.n_tags
     h_sum = np.zeros((n, dim), np.float64)
     half_sums = np.zeros((2, n, dim), np.float64)
     p_sum = np.zeros((n, n_tags), np.float64)
@@ -139,6 +140,7 @@ def embed_tracks(
     def run(chunk: list[tuple[int, int, int, np.ndarray]]) -> None:
         x = torch.from_numpy(np.stack([c[3] for c in chunk])).to(device)
         h, p = model(x)
+        h = model.descriptor(x, h)
         h, p = h.double().cpu().numpy(), p.double().cpu().numpy()
         for (track, k, total, _), hk, pk in zip(chunk, h, p, strict=True):
             h_sum[track] += hk
@@ -167,7 +169,7 @@ def embed_tracks(
         mean = half_sums[half] / np.maximum(size, 1)[:, None]
         halves[half, multi] = _z(model, mean[multi])
     return TrackOutputs(
-        h=h_mean.astype(np.float32),
+        h=h_mean[:, : model.embedding_dim].astype(np.float32),
         z=_z(model, h_mean),
         probs=(p_sum / safe).astype(np.float32),
         first=halves[0].astype(np.float32),
@@ -176,7 +178,7 @@ def embed_tracks(
 
 
 def _z(model: EmbeddingModel, h: np.ndarray) -> np.ndarray:
-    """The track vectors the engine would index for these mean h's."""
+    """The track vectors the engine would index for these mean descriptors."""
     if not len(h):
         return np.zeros_like(h, dtype=np.float32)
     with torch.no_grad():

@@ -20,6 +20,7 @@ import torch
 from musicssl.engine.bundle import BundleConfig
 from musicssl.engine.device import select_device
 from musicssl.engine.embedding_model import EmbeddingModel
+from musicssl.engine.harmony import N_CLASSES, pitch_class_profile
 from tqdm import tqdm
 
 from .audio_cache import AudioCache
@@ -94,18 +95,23 @@ def excerpt_embeddings(
     max_excerpts: int | None,
     batch_size: int = 64,
     progress: bool = False,
+    harmony: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """h (E, D) of every excerpt (or `max_excerpts` evenly spread ones) of each track, on CPU,
-    and each excerpt's track index. Batches never mix tracks and hold at most `batch_size`."""
+    and each excerpt's track index. Batches never mix tracks and hold at most `batch_size`.
+    With `harmony`, each row is followed by the excerpt's 12 pitch-class profile values."""
     crop = run.bundle_config.excerpt_samples
+    rate = run.bundle_config.sample_rate
     hs, track = [], []
     for i, item in enumerate(tqdm(items, desc="features", disable=not progress, leave=False)):
         x = excerpts_of(run.cache, item, crop, max_excerpts)
         for start in range(0, len(x), batch_size):
-            batch = torch.from_numpy(x[start : start + batch_size]).to(run.device)
-            hs.append(run.model.encode(batch).float().cpu())
+            batch = torch.from_numpy(x[start : start + batch_size])
+            h = run.model.encode(batch.to(run.device)).float().cpu()
+            hs.append(torch.cat([h, pitch_class_profile(batch, rate)], 1) if harmony else h)
         track.extend([i] * len(x))
-    h = torch.cat(hs) if hs else torch.zeros((0, run.model.embedding_dim))
+    width = run.model.embedding_dim + (N_CLASSES if harmony else 0)
+    h = torch.cat(hs) if hs else torch.zeros((0, width))
     return h, np.asarray(track, np.int64)
 
 

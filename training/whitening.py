@@ -24,6 +24,10 @@ the engine do not change.
 
 The statistics come from every excerpt (or `excerpts` evenly spaced ones) of the training part
 of the checkpoint's own data. Only the similarity vector changes; tags still read z.
+
+With `harmony_weight` > 0 the same pass also measures the mean and spread of the excerpts'
+pitch-class profiles (engine/harmony.py), which standardise the profile part of the track vector.
+Whitening cannot supply what h lacks: the encoder barely hears key, and the profile adds it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from .pretrain import warm_cache
 log = logging.getLogger(__name__)
 
 RESULT_NAME = "whitening.json"
+# Buffers this step (re)fits; a source that already has them gets them replaced.
+FITTED = ("whiten_mean", "whiten_matrix", "harmony_mean", "harmony_scale")
 
 
 def _inverse_root(covariance: np.ndarray, alpha: float, eps: float) -> np.ndarray:
@@ -95,33 +101,48 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
         )
     if cfg.within_alpha and cfg.excerpts == 1:
         raise ConfigError("the within-track step needs 2+ excerpts per track (or within_alpha 0)")
+    if not (np.isfinite(cfg.harmony_weight) and cfg.harmony_weight >= 0):
+        raise ConfigError(f"harmony_weight must be >= 0, got {cfg.harmony_weight}")
     if cfg.excerpts < 0:
         raise ConfigError(f"excerpts must be >= 0 (0: every excerpt), got {cfg.excerpts}")
     run = open_finished_run(cfg.checkpoint, cfg.data, cfg.out, "whiten", cfg.device, cfg.threads)
     train = warm_cache(run.cache, run.train, run.data, cfg.progress)
     if not train:
         raise ConfigError(f"no decodable tracks in the training split of {run.data.library}")
-    h, track = excerpt_embeddings(run, train, cfg.excerpts or None, cfg.batch_size, cfg.progress)
-    h = h.double().numpy()
+    features, track = excerpt_embeddings(
+        run, train, cfg.excerpts or None, cfg.batch_size, cfg.progress, cfg.harmony_weight > 0
+    )
+    features = features.double().numpy()
+    h, profile = np.split(features, [run.model.embedding_dim], axis=1)
     mean, matrix = whitening(h, cfg.alpha, cfg.eps)
     if cfg.within_alpha:
         white = (h - mean) @ matrix
         matrix = matrix @ within_track_whitening(white, track, cfg.within_alpha, cfg.within_eps)
     log.info("whitening fitted on %d excerpts of %d tracks", len(h), len(train))
 
-    whitened_config = dataclasses.replace(run.bundle_config, whitened=True)
+    whitened_config = dataclasses.replace(
+        run.bundle_config, whitened=True, harmony_weight=float(cfg.harmony_weight)
+    )
     whitened = build_model(whitened_config)
-    # Everything but the whitening comes from the run; an older whitening of it is replaced.
-    result = whitened.load_state_dict(run.model.to("cpu").state_dict(), strict=False)
-    if result.unexpected_keys or set(result.missing_keys) - {"whiten_mean", "whiten_matrix"}:
+    # Everything but the fitted buffers comes from the run; older fits of them are replaced.
+    kept = {k: v for k, v in run.model.to("cpu").state_dict().items() if k not in FITTED}
+    result = whitened.load_state_dict(kept, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - set(FITTED):
         raise ConfigError(f"{run.source}: weights do not fit the recorded model: {result}")
     whitened.set_whitening(torch.from_numpy(mean).float(), torch.from_numpy(matrix).float())
+    if cfg.harmony_weight:
+        # The floor keeps a pitch class that never varies (a rate too low to reach it) finite.
+        scale = np.maximum(profile.std(axis=0), 1e-6)
+        whitened.set_harmony(
+            torch.from_numpy(profile.mean(axis=0)).float(), torch.from_numpy(scale).float()
+        )
     summary = {
         "source": str(run.source),
         "alpha": cfg.alpha,
         "eps": cfg.eps,
         "within_alpha": cfg.within_alpha,
         "within_eps": cfg.within_eps,
+        "harmony_weight": cfg.harmony_weight,
         "excerpts_per_track": cfg.excerpts or "all",
         "tracks": len(train),
         "excerpts": len(h),
