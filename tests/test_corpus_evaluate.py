@@ -188,6 +188,12 @@ def test_scores_every_feature_set_on_the_held_out_parts_only(
     features = report["features"]
     for name in ("model", "random-init", "mfcc"):  # halves of each track's excerpts
         assert _unit(features[name]["identification"]), name
+        by_soundtrack = features[name]["identification_by_soundtrack"]
+        assert sorted(by_soundtrack) == sorted({e.album for e in real_test}), name
+        counts = [sum(e.album == a for e in real_test) for a in by_soundtrack]
+        overall = np.dot(list(by_soundtrack.values()), counts) / sum(counts)
+        assert overall == pytest.approx(features[name]["identification"]), name
+        assert f"Identification per soundtrack ({name}): " in md
     head = features["model"]["head"]  # the bundle's own tags, scored on the test pieces
     assert _unit(head["roc_auc"]) and head["n_tags"] == len(TAGS), head
     assert "head" not in features["random-init"] and "head" not in features["mfcc"]

@@ -123,6 +123,10 @@ def test_identification_accuracy():
     assert metrics.identification_accuracy(first, second) == 1.0
     shuffled = second[[1, 0, 2, 3, 4, 5]]
     assert metrics.identification_accuracy(first, shuffled) == pytest.approx(4 / 6)
+    hits = metrics.identification_hits(first, shuffled)
+    assert hits.tolist() == [False, False, True, True, True, True]
+    assert metrics.identification_hits(first[:0], second[:0]).shape == (0,)
+    assert np.isnan(metrics.identification_accuracy(first[:0], second[:0]))
 
 
 def test_macro_f1_matches_sklearn_on_known_labels_and_skips_one_class_tags():

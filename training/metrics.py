@@ -271,21 +271,26 @@ def retrieval_metrics(
     return out
 
 
-def identification_accuracy(first_halves: np.ndarray, second_halves: np.ndarray) -> float:
-    """Share of tracks whose first-half embedding is nearest (cosine) to their own second half.
+def identification_hits(first_halves: np.ndarray, second_halves: np.ndarray) -> np.ndarray:
+    """Per track: is its first-half embedding nearest (cosine) to its own second half?
 
     Row i of both arrays is track i. Each first half is a query against every track's second half
-    (including its own), so chance level is 1/N. A model can score high here by recognising a
-    recording without having learned anything about style; that is why it is reported next to
-    retrieval by album, not instead of it.
+    (including its own), so chance level is 1/N.
     """
     a, b = _unit(first_halves), _unit(second_halves)
     if a.shape != b.shape:
         raise ValueError(f"first halves {a.shape} and second halves {b.shape} differ")
     if not a.shape[0]:
-        return float("nan")
-    nearest = np.argmax(a @ b.T, axis=1)
-    return float(np.mean(nearest == np.arange(a.shape[0])))
+        return np.zeros(0, bool)
+    return np.argmax(a @ b.T, axis=1) == np.arange(a.shape[0])
+
+
+def identification_accuracy(first_halves: np.ndarray, second_halves: np.ndarray) -> float:
+    """Share of `identification_hits`. A model can score high here by recognising a recording
+    without having learned anything about style; that is why it is reported next to retrieval
+    by album, not instead of it."""
+    hits = identification_hits(first_halves, second_halves)
+    return float(hits.mean()) if len(hits) else float("nan")
 
 
 def best_f1_threshold(scores: np.ndarray, positives: np.ndarray, default: float = 0.5) -> float:
@@ -321,6 +326,7 @@ __all__ = [
     "best_f1_threshold",
     "evaluable_tags",
     "identification_accuracy",
+    "identification_hits",
     "macro_f1",
     "macro_pr_auc",
     "macro_roc_auc",

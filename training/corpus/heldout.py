@@ -256,7 +256,13 @@ def evaluate_heldout(
         if "first" in feats["real_test"]:
             first, second = feats["real_test"]["first"], feats["real_test"]["second"]
             ok = ~np.isnan(first).any(axis=1)
-            entry["identification"] = metrics.identification_accuracy(first[ok], second[ok])
+            hits = metrics.identification_hits(first[ok], second[ok])
+            entry["identification"] = float(hits.mean()) if len(hits) else float("nan")
+            # Among all tracks, scored per query's soundtrack: where identity is hard to hear.
+            albums = np.asarray([e.album for e in real_test])[ok]
+            entry["identification_by_soundtrack"] = {
+                album: float(hits[albums == album].mean()) for album in sorted(set(albums))
+            }
         results[name] = entry
     if teacher is not None and all(e.path in teacher.features for e in real_test):
         musicnn = np.stack([teacher.features[e.path] for e in real_test])
@@ -326,6 +332,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {_fmt(entry.get('identification'))} |"
         )
+    for name, entry in report["features"].items():
+        if entry.get("identification_by_soundtrack"):
+            parts = [f"{a} {_fmt(v)}" for a, v in entry["identification_by_soundtrack"].items()]
+            lines += ["", f"Identification per soundtrack ({name}): " + ", ".join(parts) + "."]
     real = {name: e["real_tags"] for name, e in report["features"].items() if e.get("real_tags")}
     if real:
         lines += [
