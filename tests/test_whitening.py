@@ -143,14 +143,15 @@ def test_whiten_a_finetuned_run_then_refit_and_export(music, tmp_path, capsys):
     assert "head_refit" in bundle.config.provenance
     torch.testing.assert_close(bundle.model.similarity(d), refitted.similarity(d))
 
-    # Fine-tuning from a whitened bundle starts unwhitened: the statistics belong to the old
-    # encoder, so they are refitted after training, never carried into it.
+    # Fine-tuning from a whitened bundle starts unwhitened and without the profile: the
+    # statistics belong to the old encoder, so they are refitted after training.
     again = finetune(
         _finetune_config(
             music, tmp_path / "again", steps=1, batch_size=8, ratio=1.0, init=str(result.path)
         )
     )
-    assert not ckpt.load_model(again)[0].whitened
+    assert bundle.config.harmony_weight == 0.2
+    assert not ckpt.load_model(again)[0].whitened and not ckpt.load_model(again)[0].harmony_weight
 
     capsys.readouterr()
     assert main(["whiten", str(run), "--out", str(tmp_path / "cli"), "--device", "cpu",

@@ -303,7 +303,9 @@ class Finetuner:
                 thresholds=[0.5] * len(self.vocab),
                 trained=False,
                 provenance={},
-                whitened=False,  # fitted to the init's encoder; refit after (training/whitening.py)
+                # Fitted to the init's encoder and data; refit after (training/whitening.py).
+                whitened=False,
+                harmony_weight=0.0,
             )
             self.model = build_model(self.bundle_config)
             shared = transfer_weights(source, self.model)
