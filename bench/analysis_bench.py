@@ -27,7 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+# "shipped": the bundle the app uses by default (its whitening and harmony profile included);
+# the others are random-init bundles of an architecture (speed does not depend on the weights).
 CONFIGS = {
+    "shipped-spaced16": ("shipped", "spaced", 16),
     "melcnn-spaced16": ("melcnn", "spaced", 16),
     "melcnn-spaced8": ("melcnn", "spaced", 8),
     "melcnn-spaced4": ("melcnn", "spaced", 4),
@@ -57,7 +60,7 @@ def make_library(folder: Path, tracks: int, unique: int) -> None:
 
 
 def run_one(db: Path, data: Path, arch: str, policy: str, count: int, out: Path) -> None:
-    """Child process: install a random-init bundle of `arch`, analyse, report."""
+    """Child process: install the shipped or a random-init bundle of `arch`, analyse, report."""
     os.environ["MUSICSSL_DATA_DIR"] = str(data)
     import torch
     from musicssl.engine import bundle as bundlemod
@@ -67,11 +70,14 @@ def run_one(db: Path, data: Path, arch: str, policy: str, count: int, out: Path)
     from musicssl.engine.library import Library
 
     torch.manual_seed(0)
-    cfg = bundlemod.default_config(f"bench-{arch}", arch)
-    src = data / f"bundle-{arch}"
-    if not src.exists():
-        bundlemod.save_bundle(bundlemod.build_model(cfg), cfg, src)
-    info = models.install_bundle(src)
+    if arch == "shipped":
+        info = models.best_bundle()
+    else:
+        cfg = bundlemod.default_config(f"bench-{arch}", arch)
+        src = data / f"bundle-{arch}"
+        if not src.exists():
+            bundlemod.save_bundle(bundlemod.build_model(cfg), cfg, src)
+        info = models.install_bundle(src)
     with Library(db) as lib:
         lib.use_model(info.model_id)
         options = AnalysisOptions(policy=ExcerptPolicy(policy, max(count, 1)))
