@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import auto_tags, decode, embeddings, models
 from . import db as dbmod
-from . import decode, embeddings, models
 from .analysis_types import AnalysisOptions, AnalysisReport
 from .bundle import Bundle, load_bundle
 from .device import configure_cpu_threads, select_device
@@ -53,14 +53,18 @@ class _TrackState:
     decoded_seconds: float | None = None
 
 
-def pending_tracks(conn: dbmod.sqlite_utils.Database, model_id: str, retry_errors: bool) -> list:
-    """Tracks that need this model's analysis: new ones, and analysed ones lacking its embedding."""
+def pending_tracks(
+    conn: dbmod.sqlite_utils.Database, model_id: str, retry_errors: bool, tags: bool = False
+) -> list:
+    """Tracks that need this model's analysis: new ones, and analysed ones lacking its embedding
+    or, for a model that tags (`tags`), its stored tag probabilities (engine/auto_tags.py)."""
     sql = (
         "SELECT id, path, duration FROM tracks WHERE missing = 0 AND ("
-        "status = 'new' OR (? AND status = 'error') OR (status = 'analyzed' AND id NOT IN "
-        "(SELECT track_id FROM embeddings WHERE model_id = ?))) ORDER BY id"
+        "status = 'new' OR (? AND status = 'error') OR (status = 'analyzed' AND (id NOT IN "
+        "(SELECT track_id FROM embeddings WHERE model_id = ?) OR (? AND id NOT IN "
+        "(SELECT track_id FROM tag_probs WHERE model_id = ?))))) ORDER BY id"
     )
-    return conn.execute(sql, [int(retry_errors), model_id]).fetchall()
+    return conn.execute(sql, [int(retry_errors), model_id, int(tags), model_id]).fetchall()
 
 
 class AnalysisJob:
@@ -102,7 +106,10 @@ class AnalysisJob:
         opts = self.options
         info = models.active_model(conn)  # its model_id is the weights' hash: no need to load
         report = AnalysisReport(model_id=info.model_id, model_trained=info.trained)
-        todo = pending_tracks(conn, info.model_id, opts.retry_errors)
+        # New thresholds under the same model id, or a switch back: re-tag from stored probs.
+        auto_tags.refresh(conn, info.model_id, info.config)
+        tags = auto_tags.tagging(info.config)
+        todo = pending_tracks(conn, info.model_id, opts.retry_errors, tags)
         if opts.limit is not None:
             todo = todo[: opts.limit]
         report.total = len(todo)
@@ -273,19 +280,7 @@ class AnalysisJob:
                 h = torch.from_numpy((state.h_sum / state.count).astype(np.float32))[None]
                 z = bundle.model.similarity(h)[0].numpy()
                 vectors.append((state.track_id, z))
-                tx.execute(
-                    "DELETE FROM tags WHERE track_id = ? AND source = 'auto'", [state.track_id]
-                )
-                if cfg.trained and cfg.tags:
-                    probs = state.p_sum / state.count
-                    tx.executemany(
-                        "INSERT INTO tags (track_id, tag, source, score) VALUES (?, ?, 'auto', ?)",
-                        [
-                            (state.track_id, tag, float(p))
-                            for tag, p, t in zip(cfg.tags, probs, cfg.thresholds, strict=True)
-                            if p >= t
-                        ],
-                    )
+                auto_tags.write(tx, state.track_id, bundle.model_id, cfg, state.p_sum / state.count)
                 if state.decoded_seconds is not None:
                     tx.execute(
                         "UPDATE tracks SET duration = ?, duration_decoded = 1 WHERE id = ?",

@@ -156,7 +156,23 @@ def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     return apply
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_script(_V1), _script(_V2)]
+# v3: each track's mean tag probabilities per model, so auto tags can be re-derived when the
+# thresholds change without re-analysing (engine/auto_tags.py).
+_V3 = """
+CREATE TABLE tag_probs (
+    model_id TEXT NOT NULL,
+    track_id INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+    probs BLOB NOT NULL,
+    PRIMARY KEY (model_id, track_id)
+);
+CREATE INDEX idx_tag_probs_track ON tag_probs(track_id);
+"""
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _script(_V1),
+    _script(_V2),
+    _script(_V3),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

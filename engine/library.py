@@ -298,9 +298,11 @@ class Library:
 
     def use_model(self, ref: str) -> BundleInfo:
         """Switch models; tracks lacking the new model's embedding are re-analysed on next run."""
-        from . import models
+        from . import auto_tags, models
 
-        return models.set_active(self.db, ref)
+        info = models.set_active(self.db, ref)
+        auto_tags.refresh(self.db, info.model_id, info.config)
+        return info
 
     def analysis_job(
         self, options: AnalysisOptions | None = None, progress: Progress | None = None
@@ -312,9 +314,12 @@ class Library:
 
     def analysis_pending(self, retry_errors: bool = False) -> int:
         """Tracks the next analysis would take; cheap, so callers can skip starting one."""
+        from . import auto_tags
         from .analysis import pending_tracks
 
-        return len(pending_tracks(self.db, self.active_model().model_id, retry_errors))
+        info = self.active_model()
+        tags = auto_tags.tagging(info.config)
+        return len(pending_tracks(self.db, info.model_id, retry_errors, tags))
 
     def analysis_process(
         self, options: AnalysisOptions | None = None, progress: Progress | None = None

@@ -273,3 +273,73 @@ def test_analysis_appends_the_standardised_pitch_class_profile(library):
         # (mp3's encoder delay shifts its excerpts a little: 0.93 there, 1.0 for the others)
         assert cos[a, a + 3] > 0.9
         assert all(cos[a, b] < cos[a, a + 3] - 0.05 for b in range(6) if b not in (a, a + 3))
+
+
+def test_auto_tags_follow_new_thresholds_and_model_switches_without_reanalysis(library):
+    """Analysis stores each track's tag probabilities; a bundle re-exported with new thresholds
+    keeps its model id (nothing to analyse), yet its auto tags must follow the new thresholds,
+    and switching to another model and back must bring the first model's tags back."""
+    import json
+
+    import torch
+    from musicssl.engine import auto_tags, models
+    from musicssl.engine import bundle as bundlemod
+
+    torch.manual_seed(5)
+    cfg = bundlemod.default_config(
+        "tagger", "melcnn", {"channels": [4, 8]}, tags=["a", "b", "c"], trained=True
+    )
+    bundlemod.save_bundle(bundlemod.build_model(cfg), cfg, library.path.parent / "tagger")
+    info = models.install_bundle(library.path.parent / "tagger")
+    library.use_model(info.model_id)
+    assert library.analyze().analyzed == 6
+
+    def auto() -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for track_id, tag, score in library.db.conn.execute(
+            "SELECT track_id, tag, score FROM tags WHERE source = 'auto'"
+        ):
+            out.setdefault(track_id, {})[tag] = score
+        return out
+
+    stored = {
+        t: np.frombuffer(blob, np.float32)
+        for t, blob in library.db.conn.execute(
+            "SELECT track_id, probs FROM tag_probs WHERE model_id = ?", [info.model_id]
+        )
+    }
+    assert len(stored) == 6 and all(p.shape == (3,) for p in stored.values())
+    first = auto()
+    for track_id, probs in stored.items():  # the tags are the stored probabilities >= 0.5
+        expected = {t: float(p) for t, p in zip("abc", probs, strict=True) if p >= 0.5}
+        assert first.get(track_id, {}) == pytest.approx(expected)
+
+    def rethreshold(values: list[float]) -> None:
+        path = info.path / bundlemod.CONFIG_NAME
+        config = json.loads(path.read_text())
+        path.write_text(json.dumps({**config, "thresholds": values}))
+
+    rethreshold([0.0, 0.0, 1.0])  # same weights, so the same model id
+    assert models.find_bundle(info.model_id).model_id == info.model_id
+    assert library.analyze().analyzed == 0  # nothing re-analysed ...
+    everything = auto()  # ... but the auto tags follow the new thresholds
+    assert {t: set(tags) for t, tags in everything.items()} == {t: {"a", "b"} for t in stored}
+    for track_id, probs in stored.items():
+        assert everything[track_id]["a"] == pytest.approx(float(probs[0]))
+
+    # Another model (the untrained baseline hands out no tags), then back: restored, no analysis.
+    library.use_model("baseline-random-init")
+    assert library.analyze().analyzed == 6 and auto() == {}
+    library.use_model(info.model_id)
+    assert auto() == everything and library.analysis_pending() == 0
+    rule = library.db.conn.execute(
+        "SELECT value FROM settings WHERE key = ?", [auto_tags.RULE_KEY]
+    ).fetchone()[0]
+    assert json.loads(rule)["thresholds"] == [0.0, 0.0, 1.0]
+
+    # Tracks analysed before probabilities were stored (schema v2) are analysed once more.
+    library.db.conn.execute("DELETE FROM tag_probs")
+    library.db.conn.commit()
+    assert library.analysis_pending() == 6
+    assert library.analyze().analyzed == 6
+    assert library.analysis_pending() == 0 and auto() == everything

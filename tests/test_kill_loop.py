@@ -299,7 +299,8 @@ def test_kill_during_migration_keeps_the_library_and_a_backup(tmp_path, func, li
 
 
 def test_a_failing_migration_rolls_back_and_keeps_the_backup(tmp_path, monkeypatch):
-    """A migration that errors (here: a broken v3 step) leaves the file at its old version."""
+    """A migration that errors (here: a broken step after the last) leaves the file at its old
+    version."""
     path = tmp_path / "library.db"
     dbmod.connect(path).conn.close()
     broken = dbmod._script("CREATE TABLE extra (x); CREATE TABLE tracks (y)")
@@ -307,10 +308,10 @@ def test_a_failing_migration_rolls_back_and_keeps_the_backup(tmp_path, monkeypat
     with pytest.raises(dbmod.DatabaseError, match="already exists"):
         dbmod.connect(path, migrate_to=len(dbmod.MIGRATIONS))
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == dbmod.SCHEMA_VERSION
         assert "extra" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
-    assert len(list(tmp_path.glob("library.db.v2-*.bak"))) == 1
+    assert len(list(tmp_path.glob(f"library.db.v{dbmod.SCHEMA_VERSION}-*.bak"))) == 1
 
 
 def test_two_processes_migrating_one_old_library_both_succeed(tmp_path):
