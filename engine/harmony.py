@@ -10,8 +10,8 @@ to the track vector raised first-half → second-half identification from 0.835 
 Written here with torch.stft rather than taken from a library: torchaudio 2.9 removed its
 prototype chroma transform, and librosa (numba, scipy, soundfile) would be a large dependency for
 a 12-row filter bank. The profile is deliberately plain — a semitone filter bank over a long
-STFT, per-frame normalisation, log compression, mean over frames — so it costs ~1 % of the
-encoder's time.
+STFT, per-frame normalisation, log compression, mean over frames: about 2.5 ms per 3 s excerpt
+on one CPU thread (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import math
 import torch
 
 N_CLASSES = 12
-FMIN = 55.0  # A1: below, a 4096-point STFT at 22 kHz cannot separate semitones
+FMIN = 55.0  # A1: lower bass notes are less than a bin apart and smear rather than tell keys
 FMAX = 2000.0  # above, energy is mostly overtones and percussion
-WINDOW_SECONDS = 0.186  # 4096 samples at 22.05 kHz: 5.4 Hz bins, a semitone apart at 55 Hz
+WINDOW_SECONDS = 0.186  # 4096 samples at 22.05 kHz: 5.4 Hz bins, a bin per semitone from ~90 Hz
 COMPRESSION = 120.0  # log1p(120 · share): a class holding 1/12 of a frame's energy maps to ~2.4
 
 

@@ -297,7 +297,8 @@ class Library:
         return models.active_model(self.db)
 
     def use_model(self, ref: str) -> BundleInfo:
-        """Switch models; tracks lacking the new model's embedding are re-analysed on next run."""
+        """Switch models; tracks lacking the new model's embedding are re-analysed on next run,
+        and auto tags follow the new model at once where its tag probabilities are stored."""
         from . import auto_tags, models
 
         info = models.set_active(self.db, ref)
