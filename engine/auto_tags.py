@@ -9,7 +9,9 @@ switching back to a model whose embeddings exist analyses nothing. `refresh` dro
 tag and writes them again from the active model's stored probabilities, in one transaction and
 without decoding anything. Tracks with no stored probabilities for that model (not analysed
 with it yet, or analysed before probabilities were stored) get theirs when analysis reaches
-them (`analysis.pending_tracks`); an untrained bundle leaves no auto tags at all.
+them (`analysis.pending_tracks`); an untrained bundle leaves no auto tags at all. `refresh`
+runs at the start of every analysis (the app starts one after each model switch): 3.4 s for
+100,000 tracks with 8–9 auto tags each, too slow for a GUI thread.
 """
 
 from __future__ import annotations

@@ -297,13 +297,12 @@ class Library:
         return models.active_model(self.db)
 
     def use_model(self, ref: str) -> BundleInfo:
-        """Switch models; tracks lacking the new model's embedding are re-analysed on next run,
-        and auto tags follow the new model at once where its tag probabilities are stored."""
-        from . import auto_tags, models
+        """Switch models; the next analysis re-analyses tracks lacking the new model's embedding
+        and first makes the auto tags follow it (engine/auto_tags.py). Not here: re-deriving
+        the tags of 100k tracks takes seconds, and the app calls this on its GUI thread."""
+        from . import models
 
-        info = models.set_active(self.db, ref)
-        auto_tags.refresh(self.db, info.model_id, info.config)
-        return info
+        return models.set_active(self.db, ref)
 
     def analysis_job(
         self, options: AnalysisOptions | None = None, progress: Progress | None = None

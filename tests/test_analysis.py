@@ -331,7 +331,8 @@ def test_auto_tags_follow_new_thresholds_and_model_switches_without_reanalysis(l
     library.use_model("baseline-random-init")
     assert library.analyze().analyzed == 6 and auto() == {}
     library.use_model(info.model_id)
-    assert auto() == everything and library.analysis_pending() == 0
+    assert library.analysis_pending() == 0
+    assert library.analyze().analyzed == 0 and auto() == everything
     rule = library.db.conn.execute(
         "SELECT value FROM settings WHERE key = ?", [auto_tags.RULE_KEY]
     ).fetchone()[0]
