@@ -131,7 +131,7 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
         raise ConfigError(f"{run.source}: weights do not fit the recorded model: {result}")
     whitened.set_whitening(torch.from_numpy(mean).float(), torch.from_numpy(matrix).float())
     if cfg.harmony_weight:
-        # The floor keeps a pitch class that never varies (a rate too low to reach it) finite.
+        # The floor keeps the standardisation finite if a class never varies (silent excerpts).
         scale = np.maximum(profile.std(axis=0), 1e-6)
         whitened.set_harmony(
             torch.from_numpy(profile.mean(axis=0)).float(), torch.from_numpy(scale).float()
