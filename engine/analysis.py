@@ -45,7 +45,7 @@ class _Failure:
 class _TrackState:
     track_id: int
     path: str
-    h_sum: np.ndarray | None = None  # of the model's excerpt descriptors (h, or h + harmony)
+    h_sum: np.ndarray | None = None  # of the model's excerpt descriptors (h, or h + statistics)
     p_sum: np.ndarray | None = None
     count: int = 0
     queued: int = 0  # excerpts handed to the encoder and not yet summed
@@ -191,8 +191,8 @@ class AnalysisJob:
             for start in range(0, batch.shape[0], opts.batch_size):
                 chunk = batch[start : start + opts.batch_size]
                 h, p = runner(chunk)
-                if bundle.model.harmony_weight:
-                    # The pitch-class profile is an FFT in torch on CPU, next to any backend.
+                if bundle.model.statistics:
+                    # The statistics are FFTs in torch on CPU, next to any backend.
                     h = bundle.model.descriptor(torch.from_numpy(chunk), torch.from_numpy(h))
                     h = h.numpy()
                 for row, state in enumerate(owners[start : start + opts.batch_size]):

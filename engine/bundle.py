@@ -45,6 +45,9 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_ID_HEX = 16
+# The config keys weighing engine/statistics.py's STATISTICS ("<name>_weight"), spelled out here
+# because that module imports torch (tests/test_rhythm.py keeps the two in step).
+STATISTIC_WEIGHTS = ("harmony_weight", "rhythm_weight")
 
 # Refuse absurd members before reading them into memory (a zip bomb, a wrong file).
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -77,9 +80,11 @@ class BundleConfig:
     # The weights hold a whitening of the track vector (EmbeddingModel.similarity). Optional in
     # config.json, so bundles written before it existed still load.
     whitened: bool = False
-    # > 0: the track vector also weighs each excerpt's pitch-class profile, by this much against
-    # h (EmbeddingModel.similarity). Optional in config.json, like `whitened`.
+    # > 0: the track vector also weighs each excerpt's pitch-class profile (harmony) or onset
+    # autocorrelation (rhythm), by this much against h (engine/statistics.py,
+    # EmbeddingModel.similarity). Optional in config.json, like `whitened`.
     harmony_weight: float = 0.0
+    rhythm_weight: float = 0.0
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -110,8 +115,9 @@ class BundleConfig:
         }
         if self.whitened:  # only then, so the records of older bundles stay what they were
             record["whitened"] = True
-        if self.harmony_weight:
-            record["harmony_weight"] = self.harmony_weight
+        for key in STATISTIC_WEIGHTS:
+            if getattr(self, key):
+                record[key] = getattr(self, key)
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     def threshold_for(self, tag: str) -> float:
@@ -123,7 +129,7 @@ class BundleConfig:
         if not isinstance(data, dict):
             raise BundleError(f"{source}: expected a JSON object, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        required = fields - {"provenance", "whitened", "harmony_weight"}
+        required = fields - {"provenance", "whitened", *STATISTIC_WEIGHTS}
         missing = sorted(required - set(data))
         if missing:
             raise BundleError(f"{source}: missing required key(s): {', '.join(missing)}")
@@ -169,9 +175,10 @@ class BundleConfig:
         for key in ("trained", "whitened"):
             if not isinstance(getattr(self, key), bool):
                 raise fail(f"'{key}' must be true or false, got {getattr(self, key)!r}")
-        weight = self.harmony_weight
-        if not (_is_number(weight) and weight >= 0):
-            raise fail(f"'harmony_weight' must be a finite number >= 0, got {weight!r}")
+        for key in STATISTIC_WEIGHTS:
+            weight = getattr(self, key)
+            if not (_is_number(weight) and weight >= 0):
+                raise fail(f"'{key}' must be a finite number >= 0, got {weight!r}")
         for key in ("arch_params", "provenance"):
             value = getattr(self, key)
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -285,6 +292,7 @@ def build_model(config: BundleConfig, source: str = CONFIG_NAME) -> EmbeddingMod
         config.tags,
         config.whitened,
         harmony_weight=config.harmony_weight,
+        rhythm_weight=config.rhythm_weight,
         sample_rate=config.sample_rate,
     )
 
@@ -559,8 +567,9 @@ def save_bundle(model: EmbeddingModel, config: BundleConfig, dest: str | os.Path
         raise BundleError(f"{dest}: config tags differ from the model's tag vocabulary")
     if getattr(model, "embedding_dim", config.embedding_dim) != config.embedding_dim:
         raise BundleError(f"{dest}: config embedding_dim differs from the model's")
-    if getattr(model, "harmony_weight", 0.0) != config.harmony_weight:
-        raise BundleError(f"{dest}: config harmony_weight differs from the model's")
+    for key in STATISTIC_WEIGHTS:
+        if getattr(model, key, 0.0) != getattr(config, key):
+            raise BundleError(f"{dest}: config {key} differs from the model's")
     reference = build_model(config, str(dest / CONFIG_NAME))
     _check_tensors(reference, dict(model.state_dict()), str(dest / WEIGHTS_NAME))
 

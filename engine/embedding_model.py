@@ -12,11 +12,12 @@ directions of h with most of the variance, and every track of a soundtrack share
 on whitened vectors also weighs the low-variance directions that tell one track from another
 (PCA whitening for retrieval, Jégou & Chum, ECCV 2012). The tag head keeps reading z.
 
-A bundle may also weigh harmony into the track vector (`harmony_weight` w > 0): each excerpt's
-pitch-class profile (engine/harmony.py) is averaged next to h, standardised with statistics of the
-training excerpts, and appended, so the cosine of two tracks is (cos of the h parts + w · cos of
-the profiles) / (1 + w). What a track averages per excerpt is then its "descriptor", h followed
-by the 12 profile values (`descriptor`); the tag head still reads only h.
+A bundle may also weigh hand-made statistics into the track vector (engine/statistics.py: the
+pitch-class profile with `harmony_weight`, the rhythm profile with `rhythm_weight`): each
+excerpt's statistics are averaged next to h, standardised with the training excerpts' mean and
+spread, and appended, so the cosine of two tracks is (cos of the h parts + Σ w · cos of each
+statistic) / (1 + Σ w). What a track averages per excerpt is then its "descriptor", h followed by
+the weighted statistics (`descriptor`); the tag head still reads only h.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .harmony import N_CLASSES, pitch_class_profile
+from .statistics import STATISTICS, Statistic, measure
 
 LAYER_NORM_EPS = 1e-5
 L2_EPS = 1e-12
@@ -59,6 +60,7 @@ class EmbeddingModel(nn.Module):
         tags: Sequence[str] = (),
         whitened: bool = False,
         harmony_weight: float = 0.0,
+        rhythm_weight: float = 0.0,
         sample_rate: int | None = None,
     ) -> None:
         super().__init__()
@@ -83,16 +85,22 @@ class EmbeddingModel(nn.Module):
             # file (and its model_id) and can never be paired with another encoder's weights.
             self.register_buffer("whiten_mean", torch.zeros(self.embedding_dim))
             self.register_buffer("whiten_matrix", torch.eye(self.embedding_dim))
-        if not (math.isfinite(harmony_weight) and harmony_weight >= 0):
-            raise ValueError(f"harmony_weight must be a finite number >= 0, got {harmony_weight}")
-        if harmony_weight and not sample_rate:
-            raise ValueError("a model with harmony_weight needs the sample_rate of its excerpts")
+        for name, weight in (("harmony", harmony_weight), ("rhythm", rhythm_weight)):
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"{name}_weight must be a finite number >= 0, got {weight}")
         self.harmony_weight = float(harmony_weight)
+        self.rhythm_weight = float(rhythm_weight)
+        self.statistics: tuple[Statistic, ...] = tuple(s for s in STATISTICS if self.weight_of(s))
+        if self.statistics and not sample_rate:
+            raise ValueError("a model that weighs statistics needs the sample_rate of its excerpts")
         self.sample_rate = sample_rate
-        if self.harmony_weight:
-            # Set by `set_harmony` from training excerpts; buffers for the same reason as above.
-            self.register_buffer("harmony_mean", torch.zeros(N_CLASSES))
-            self.register_buffer("harmony_scale", torch.ones(N_CLASSES))
+        for statistic in self.statistics:
+            # Set by `set_statistic` from training excerpts; buffers for the same reason as above.
+            self.register_buffer(f"{statistic.name}_mean", torch.zeros(statistic.dim))
+            self.register_buffer(f"{statistic.name}_scale", torch.ones(statistic.dim))
+
+    def weight_of(self, statistic: Statistic) -> float:
+        return getattr(self, f"{statistic.name}_weight")
 
     @property
     def n_tags(self) -> int:
@@ -104,14 +112,14 @@ class EmbeddingModel(nn.Module):
 
     @property
     def descriptor_dim(self) -> int:
-        return self.embedding_dim + (N_CLASSES if self.harmony_weight else 0)
+        return self.embedding_dim + sum(s.dim for s in self.statistics)
 
     def descriptor(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Excerpts (B, N) and their h (B, D) -> what a track averages for its vector (B, D')."""
-        if not self.harmony_weight:
+        if not self.statistics:
             return h
-        profile = pitch_class_profile(x, self.sample_rate).to(device=h.device, dtype=h.dtype)
-        return torch.cat([h, profile], dim=-1)
+        extra = measure(self.statistics, x, self.sample_rate).to(device=h.device, dtype=h.dtype)
+        return torch.cat([h, extra], dim=-1)
 
     @staticmethod
     def normalize(h: torch.Tensor) -> torch.Tensor:
@@ -131,14 +139,17 @@ class EmbeddingModel(nn.Module):
             mean = self.whiten_mean.to(device=h.device, dtype=h.dtype)
             projected = (h - mean) @ self.whiten_matrix.to(device=h.device, dtype=h.dtype)
             z = F.normalize(projected, p=2.0, dim=-1, eps=L2_EPS)
-        if not self.harmony_weight:
+        if not self.statistics:
             return z
-        profile = descriptor[..., self.embedding_dim :]
-        mean = self.harmony_mean.to(device=h.device, dtype=h.dtype)
-        scale = self.harmony_scale.to(device=h.device, dtype=h.dtype)
-        profile = F.normalize((profile - mean) / scale, p=2.0, dim=-1, eps=L2_EPS)
-        joined = torch.cat([z, math.sqrt(self.harmony_weight) * profile], dim=-1)
-        return F.normalize(joined, p=2.0, dim=-1, eps=L2_EPS)
+        parts, start = [z], self.embedding_dim
+        for statistic in self.statistics:
+            values = descriptor[..., start : start + statistic.dim]
+            start += statistic.dim
+            mean = getattr(self, f"{statistic.name}_mean").to(device=h.device, dtype=h.dtype)
+            scale = getattr(self, f"{statistic.name}_scale").to(device=h.device, dtype=h.dtype)
+            unit = F.normalize((values - mean) / scale, p=2.0, dim=-1, eps=L2_EPS)
+            parts.append(math.sqrt(self.weight_of(statistic)) * unit)
+        return F.normalize(torch.cat(parts, dim=-1), p=2.0, dim=-1, eps=L2_EPS)
 
     def set_whitening(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
         if not self.whitened:
@@ -147,14 +158,15 @@ class EmbeddingModel(nn.Module):
             self.whiten_mean.copy_(mean)
             self.whiten_matrix.copy_(matrix)
 
-    def set_harmony(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
-        if not self.harmony_weight:
-            raise ValueError("this model was built without harmony (BundleConfig.harmony_weight)")
+    def set_statistic(self, name: str, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Store the training excerpts' mean and spread of statistic `name`."""
+        if name not in {s.name for s in self.statistics}:
+            raise ValueError(f"this model does not weigh {name} (BundleConfig.{name}_weight)")
         if bool((scale <= 0).any()):
-            raise ValueError("harmony scales must be positive")
+            raise ValueError(f"{name} scales must be positive")
         with torch.no_grad():
-            self.harmony_mean.copy_(mean)
-            self.harmony_scale.copy_(scale)
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_scale").copy_(scale)
 
     def tag_probs(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, D) -> per-tag probabilities (B, T); also applies to a track's mean h."""

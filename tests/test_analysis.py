@@ -252,7 +252,7 @@ def test_analysis_appends_the_standardised_pitch_class_profile(library):
     harmony_cfg = dataclasses.replace(cfg, name="harmony-1", harmony_weight=1.0)
     harmony = bundlemod.build_model(harmony_cfg)
     harmony.load_state_dict(plain.state_dict(), strict=False)
-    harmony.set_harmony(torch.zeros(12), torch.ones(12))
+    harmony.set_statistic("harmony", torch.zeros(12), torch.ones(12))
     vectors = {}
     for model, config in ((plain, cfg), (harmony, harmony_cfg)):
         bundlemod.save_bundle(model, config, library.path.parent / config.name)

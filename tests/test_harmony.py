@@ -65,7 +65,7 @@ def test_the_track_vector_adds_the_weighted_cosine_of_the_standardised_profiles(
     assert model.descriptor_dim == dim + 12
     g = torch.Generator().manual_seed(0)
     mean, scale = torch.rand(12, generator=g), torch.rand(12, generator=g) + 0.5
-    model.set_harmony(mean, scale)
+    model.set_statistic("harmony", mean, scale)
 
     x = _tones([220.0, 277.18, 329.63]).repeat(2, 1)
     h = torch.randn(2, dim, generator=g)
@@ -87,18 +87,18 @@ def test_the_track_vector_adds_the_weighted_cosine_of_the_standardised_profiles(
     with pytest.raises(ValueError, match="268-d|track descriptors"):
         model.similarity(h)
     with pytest.raises(ValueError, match="positive"):
-        model.set_harmony(mean, -scale)
+        model.set_statistic("harmony", mean, -scale)
     plain, _ = _harmony_model(0.0)
     assert plain.descriptor_dim == dim and plain.descriptor(x, h) is h
-    with pytest.raises(ValueError, match="without harmony"):
-        plain.set_harmony(mean, scale)
+    with pytest.raises(ValueError, match="does not weigh harmony"):
+        plain.set_statistic("harmony", mean, scale)
     with pytest.raises(ValueError, match="sample_rate"):
         type(model)(model.encoder, dim, harmony_weight=0.2)
 
 
 def test_harmony_bundles_round_trip_and_reject_a_mismatched_or_bad_weight(tmp_path):
     model, config = _harmony_model(0.2)
-    model.set_harmony(torch.full((12,), 1.5), torch.full((12,), 0.25))
+    model.set_statistic("harmony", torch.full((12,), 1.5), torch.full((12,), 0.25))
     save_bundle(model, config, tmp_path / "b")
     loaded = load_bundle(tmp_path / "b")
     assert loaded.config.harmony_weight == 0.2
@@ -118,10 +118,10 @@ def test_harmony_bundles_round_trip_and_reject_a_mismatched_or_bad_weight(tmp_pa
     for bad in (-0.1, "0.2", True, float("nan")):
         with pytest.raises(BundleError, match="harmony_weight"):
             dataclasses.replace(config, harmony_weight=bad).validate()
-    # Configs written before the key existed load without harmony.
+    # Configs written before the keys existed load without statistics.
     plain_cfg = default_config("p", "melcnn", {"channels": [4, 8]})
     save_bundle(build_model(plain_cfg), plain_cfg, tmp_path / "p")
     data = json.loads((tmp_path / "p" / CONFIG_NAME).read_text())
-    assert data.pop("harmony_weight") == 0.0
+    assert data.pop("harmony_weight") == 0.0 and data.pop("rhythm_weight") == 0.0
     (tmp_path / "p" / CONFIG_NAME).write_text(json.dumps(data))
     assert load_bundle(tmp_path / "p").model.descriptor_dim == plain_cfg.embedding_dim

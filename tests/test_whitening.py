@@ -107,22 +107,28 @@ def test_whiten_a_finetuned_run_then_refit_and_export(music, tmp_path, capsys):
     summary = json.loads((out / "whitening.json").read_text("utf-8"))
     assert summary["alpha"] == 1.0 and summary["excerpts_per_track"] == 2
     assert summary["within_alpha"] == 1.0 and summary["harmony_weight"] == 0.2  # defaults
+    assert summary["rhythm_weight"] == 0.1
     assert 0 < summary["excerpts"] <= 2 * summary["tracks"]
 
     after, config, state = ckpt.load_model(out)
     assert after.whitened and config.whitened and config.harmony_weight == 0.2
+    assert config.rhythm_weight == 0.1
     weights = after.state_dict()
     for name, p in before.state_dict().items():
         assert torch.equal(p, weights[name]), name  # encoder and tag head untouched
-    # Profile statistics of real excerpts: every class holds some energy, and it varies.
+    # Profile statistics of real excerpts: every class holds some energy, and it varies; the
+    # onset autocorrelation lies in [-1, 1] and varies too.
     assert float(after.harmony_mean.min()) > 0 and float(after.harmony_scale.min()) > 1e-6
-    h = torch.randn(4, after.embedding_dim)
-    d = torch.cat([h, torch.rand(4, 12)], dim=1)
+    assert float(after.rhythm_mean.abs().max()) <= 1 and float(after.rhythm_scale.max()) > 1e-3
+    dim = after.embedding_dim
+    h = torch.randn(4, dim)
+    d = torch.cat([h, torch.rand(4, 12), torch.rand(4, 63)], dim=1)
     z = F.normalize((h - after.whiten_mean) @ after.whiten_matrix, dim=-1)
-    profile = F.normalize((d[:, -12:] - after.harmony_mean) / after.harmony_scale, dim=-1)
-    expected = torch.cat([z, 0.2**0.5 * profile], dim=1) / 1.2**0.5
+    profile = F.normalize((d[:, dim : dim + 12] - after.harmony_mean) / after.harmony_scale, dim=-1)
+    rhythm = F.normalize((d[:, dim + 12 :] - after.rhythm_mean) / after.rhythm_scale, dim=-1)
+    expected = torch.cat([z, 0.2**0.5 * profile, 0.1**0.5 * rhythm], dim=1) / 1.3**0.5
     torch.testing.assert_close(after.similarity(d), expected)
-    assert not torch.allclose(after.similarity(d)[:, :-12], before.similarity(h), atol=1e-3)
+    assert not torch.allclose(after.similarity(d)[:, :dim], before.similarity(h), atol=1e-3)
     torch.testing.assert_close(after.tag_probs(h), before.tag_probs(h))
     assert state["config"]["data"] == before_state["config"]["data"]
 
@@ -151,20 +157,26 @@ def test_whiten_a_finetuned_run_then_refit_and_export(music, tmp_path, capsys):
         )
     )
     assert bundle.config.harmony_weight == 0.2
-    assert not ckpt.load_model(again)[0].whitened and not ckpt.load_model(again)[0].harmony_weight
+    restarted = ckpt.load_model(again)[0]
+    assert not restarted.whitened and not restarted.statistics
 
     capsys.readouterr()
     assert main(["whiten", str(run), "--out", str(tmp_path / "cli"), "--device", "cpu",
-                 "--no-progress", "--excerpts", "1", "--eps", "0.01",
-                 "--within-alpha", "0", "--harmony-weight", "0"]) == 0  # fmt: skip
-    assert "eps 0.01, within-track alpha 0, eps 0.001, harmony weight 0:" in capsys.readouterr().out
+                 "--no-progress", "--excerpts", "1", "--eps", "0.01", "--within-alpha", "0",
+                 "--harmony-weight", "0", "--rhythm-weight", "0"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert (
+        "eps 0.01, within-track alpha 0, eps 0.001, harmony weight 0, rhythm weight 0:" in printed
+    )
     plain, plain_config, _ = ckpt.load_model(tmp_path / "cli")
     assert plain_config.harmony_weight == 0 and plain.descriptor_dim == plain.embedding_dim
-    # Whitening a run that has harmony again replaces (here: drops) its fitted buffers.
+    # Whitening a run that has statistics again replaces (here: drops one of) its fitted buffers.
     assert main(["whiten", str(out), "--out", str(tmp_path / "re"), "--device", "cpu",
                  "--no-progress", "--excerpts", "2", "--harmony-weight", "0"]) == 0  # fmt: skip
-    assert "harmony_mean" not in ckpt.load_model(tmp_path / "re")[0].state_dict()
+    rewhitened = ckpt.load_model(tmp_path / "re")[0].state_dict()
+    assert "harmony_mean" not in rewhitened and "rhythm_mean" in rewhitened
     assert main(["whiten", str(run), "--out", str(tmp_path / "x"), "--excerpts", "1"]) == 2
     assert main(["whiten", str(result.path), "--out", str(tmp_path / "x")]) == 2  # a bundle
     assert main(["whiten", str(run), "--out", str(tmp_path / "x"), "--alpha", "0"]) == 2
     assert main(["whiten", str(run), "--out", str(tmp_path / "x"), "--harmony-weight", "-1"]) == 2
+    assert main(["whiten", str(run), "--out", str(tmp_path / "x"), "--rhythm-weight", "-1"]) == 2

@@ -74,6 +74,7 @@ _KEYS: dict[str, str] = {
     "within_alpha": "within_alpha",
     "within_eps": "within_eps",
     "harmony_weight": "harmony_weight",
+    "rhythm_weight": "rhythm_weight",
 }
 
 
@@ -190,7 +191,7 @@ def cmd_whiten(args: argparse.Namespace) -> int:
     print(
         f"whitening alpha {result['alpha']:g}, eps {result['eps']:g}, within-track alpha "
         f"{result['within_alpha']:g}, eps {result['within_eps']:g}, harmony weight "
-        f"{result['harmony_weight']:g}: fitted on "
+        f"{result['harmony_weight']:g}, rhythm weight {result['rhythm_weight']:g}: fitted on "
         f"{result['excerpts']} excerpts of {result['tracks']} training tracks"
     )
     print(f"whitened weights: {out / 'best.pt'} (export this run folder)")
@@ -444,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--within-eps", type=float, help="its variance floor, share of the largest")
     p.add_argument(
         "--harmony-weight", type=float, help="weight of the pitch-class profile (0: none; def. 0.2)"
+    )
+    p.add_argument(
+        "--rhythm-weight", type=float, help="weight of the onset autocorrelation (0: none; 0.1)"
     )
     p.add_argument("--excerpts", type=int, help="excerpts per track (0: every excerpt)")
     p.add_argument("--library", help="library DB (default: the one the run trained on)")

@@ -217,6 +217,8 @@ class WhitenConfig:
     # How much the excerpts' pitch-class profile counts against h in the track vector (engine/
     # harmony.py); 0: not at all. Chosen on the validation soundtracks like the rest.
     harmony_weight: float = 0.2
+    # The same for the excerpts' onset autocorrelation (engine/rhythm.py).
+    rhythm_weight: float = 0.1
     excerpts: int = 0  # evenly spread excerpts per track; 0: every excerpt
     batch_size: int = 64
     device: str = "auto"

@@ -129,7 +129,7 @@ def embed_tracks(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    # Sums of descriptors: h, followed by the pitch-class profile when the model weighs harmony.
+    # Sums of descriptors: h, followed by the statistics the model weighs (engine/statistics.py).
     n, dim, n_tags = len(items), model.descriptor_dim, model.n_tags
     h_sum = np.zeros((n, dim), np.float64)
     half_sums = np.zeros((2, n, dim), np.float64)

@@ -306,6 +306,7 @@ class Finetuner:
                 # Fitted to the init's encoder and data; refit after (training/whitening.py).
                 whitened=False,
                 harmony_weight=0.0,
+                rhythm_weight=0.0,
             )
             self.model = build_model(self.bundle_config)
             shared = transfer_weights(source, self.model)

@@ -20,7 +20,7 @@ import torch
 from musicssl.engine.bundle import BundleConfig
 from musicssl.engine.device import select_device
 from musicssl.engine.embedding_model import EmbeddingModel
-from musicssl.engine.harmony import N_CLASSES, pitch_class_profile
+from musicssl.engine.statistics import Statistic, measure
 from tqdm import tqdm
 
 from .audio_cache import AudioCache
@@ -95,11 +95,11 @@ def excerpt_embeddings(
     max_excerpts: int | None,
     batch_size: int = 64,
     progress: bool = False,
-    harmony: bool = False,
+    statistics: Sequence[Statistic] = (),
 ) -> tuple[torch.Tensor, np.ndarray]:
     """h (E, D) of every excerpt (or `max_excerpts` evenly spread ones) of each track, on CPU,
     and each excerpt's track index. Batches never mix tracks and hold at most `batch_size`.
-    With `harmony`, each row is followed by the excerpt's 12 pitch-class profile values."""
+    Each row is followed by the excerpt's `statistics` (engine/statistics.py), if any."""
     crop = run.bundle_config.excerpt_samples
     rate = run.bundle_config.sample_rate
     hs, track = [], []
@@ -108,9 +108,9 @@ def excerpt_embeddings(
         for start in range(0, len(x), batch_size):
             batch = torch.from_numpy(x[start : start + batch_size])
             h = run.model.encode(batch.to(run.device)).float().cpu()
-            hs.append(torch.cat([h, pitch_class_profile(batch, rate)], 1) if harmony else h)
+            hs.append(torch.cat([h, measure(statistics, batch, rate)], 1))
         track.extend([i] * len(x))
-    width = run.model.embedding_dim + (N_CLASSES if harmony else 0)
+    width = run.model.embedding_dim + sum(s.dim for s in statistics)
     h = torch.cat(hs) if hs else torch.zeros((0, width))
     return h, np.asarray(track, np.int64)
 

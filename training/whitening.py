@@ -25,9 +25,10 @@ the engine do not change.
 The statistics come from every excerpt (or `excerpts` evenly spaced ones) of the training part
 of the checkpoint's own data. Only the similarity vector changes; tags still read z.
 
-With `harmony_weight` > 0 the same pass also measures the mean and spread of the excerpts'
-pitch-class profiles (engine/harmony.py), which standardise the profile part of the track vector.
-Whitening cannot supply what h lacks: the encoder barely hears key, and the profile adds it.
+With `harmony_weight` or `rhythm_weight` > 0 the same pass also measures the mean and spread of
+the excerpts' pitch-class profiles (engine/harmony.py) or onset autocorrelations
+(engine/rhythm.py), which standardise those parts of the track vector. Whitening cannot supply
+what h lacks: the encoder barely hears key or groove, and these statistics add them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from musicssl.engine.bundle import build_model
+from musicssl.engine.bundle import STATISTIC_WEIGHTS, build_model
+from musicssl.engine.statistics import STATISTICS
 
 from .config import ConfigError, WhitenConfig
 from .post_training import excerpt_embeddings, open_finished_run, save_step
@@ -48,7 +50,11 @@ log = logging.getLogger(__name__)
 
 RESULT_NAME = "whitening.json"
 # Buffers this step (re)fits; a source that already has them gets them replaced.
-FITTED = ("whiten_mean", "whiten_matrix", "harmony_mean", "harmony_scale")
+FITTED = (
+    "whiten_mean",
+    "whiten_matrix",
+    *(f"{s.name}_{part}" for s in STATISTICS for part in ("mean", "scale")),
+)
 
 
 def _inverse_root(covariance: np.ndarray, alpha: float, eps: float) -> np.ndarray:
@@ -101,19 +107,23 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
         )
     if cfg.within_alpha and cfg.excerpts == 1:
         raise ConfigError("the within-track step needs 2+ excerpts per track (or within_alpha 0)")
-    if not (np.isfinite(cfg.harmony_weight) and cfg.harmony_weight >= 0):
-        raise ConfigError(f"harmony_weight must be >= 0, got {cfg.harmony_weight}")
+    weights = {key: getattr(cfg, key) for key in STATISTIC_WEIGHTS}
+    for key, weight in weights.items():
+        if not (np.isfinite(weight) and weight >= 0):
+            raise ConfigError(f"{key} must be >= 0, got {weight}")
     if cfg.excerpts < 0:
         raise ConfigError(f"excerpts must be >= 0 (0: every excerpt), got {cfg.excerpts}")
     run = open_finished_run(cfg.checkpoint, cfg.data, cfg.out, "whiten", cfg.device, cfg.threads)
     train = warm_cache(run.cache, run.train, run.data, cfg.progress)
     if not train:
         raise ConfigError(f"no decodable tracks in the training split of {run.data.library}")
+    statistics = [s for s in STATISTICS if weights[f"{s.name}_weight"]]
     features, track = excerpt_embeddings(
-        run, train, cfg.excerpts or None, cfg.batch_size, cfg.progress, cfg.harmony_weight > 0
+        run, train, cfg.excerpts or None, cfg.batch_size, cfg.progress, statistics
     )
     features = features.double().numpy()
-    h, profile = np.split(features, [run.model.embedding_dim], axis=1)
+    ends = np.cumsum([run.model.embedding_dim, *(s.dim for s in statistics)])
+    h, *measured = np.split(features, ends[:-1], axis=1)
     mean, matrix = whitening(h, cfg.alpha, cfg.eps)
     if cfg.within_alpha:
         white = (h - mean) @ matrix
@@ -121,7 +131,7 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
     log.info("whitening fitted on %d excerpts of %d tracks", len(h), len(train))
 
     whitened_config = dataclasses.replace(
-        run.bundle_config, whitened=True, harmony_weight=float(cfg.harmony_weight)
+        run.bundle_config, whitened=True, **{k: float(w) for k, w in weights.items()}
     )
     whitened = build_model(whitened_config)
     # Everything but the fitted buffers comes from the run; older fits of them are replaced.
@@ -130,11 +140,13 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
     if result.unexpected_keys or set(result.missing_keys) - set(FITTED):
         raise ConfigError(f"{run.source}: weights do not fit the recorded model: {result}")
     whitened.set_whitening(torch.from_numpy(mean).float(), torch.from_numpy(matrix).float())
-    if cfg.harmony_weight:
-        # The floor keeps the standardisation finite if a class never varies (silent excerpts).
-        scale = np.maximum(profile.std(axis=0), 1e-6)
-        whitened.set_harmony(
-            torch.from_numpy(profile.mean(axis=0)).float(), torch.from_numpy(scale).float()
+    for statistic, values in zip(statistics, measured, strict=True):
+        # The floor keeps the standardisation finite if a value never varies (silent excerpts).
+        scale = np.maximum(values.std(axis=0), 1e-6)
+        whitened.set_statistic(
+            statistic.name,
+            torch.from_numpy(values.mean(axis=0)).float(),
+            torch.from_numpy(scale).float(),
         )
     summary = {
         "source": str(run.source),
@@ -142,7 +154,7 @@ def fit_whitening(cfg: WhitenConfig) -> Path:
         "eps": cfg.eps,
         "within_alpha": cfg.within_alpha,
         "within_eps": cfg.within_eps,
-        "harmony_weight": cfg.harmony_weight,
+        **weights,
         "excerpts_per_track": cfg.excerpts or "all",
         "tracks": len(train),
         "excerpts": len(h),
