@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-# "shipped": the bundle the app uses by default (its whitening and harmony profile included);
+# "shipped": the bundle the app uses by default (its whitening and statistics included);
 # the others are random-init bundles of an architecture (speed does not depend on the weights).
 CONFIGS = {
     "shipped-spaced16": ("shipped", "spaced", 16),
