@@ -1,17 +1,20 @@
 """Teacher labels (training/corpus/teacher.py) and what they feed: yes/no tags in a real library,
 the held-out agreement score and the musicnn peer row, and scoring the validation split.
 
-musicnn itself needs TensorFlow, which CI does not install (the recipe runs it in its own venv,
-`make teacher`); these tests start from a teacher file in the format `musicnn_runner.py` writes,
-so everything of ours downstream of TensorFlow runs for real: a scanned SQLite library, encoded
-audio, the real CLI.
+musicnn needs TensorFlow, which lives in its own venv (`make teacher`, .venv-teacher) so that
+MusicSSL never imports it. Most tests start from a teacher file in the format `musicnn_runner.py`
+writes, so everything of ours downstream of TensorFlow runs for real: a scanned SQLite library,
+encoded audio, the real CLI. One test runs the real runner in that venv; CI builds the venv and
+sets MUSICSSL_REQUIRE_TEACHER=1, so there a missing venv fails instead of skipping.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,10 +32,12 @@ from musicssl.training.corpus.teacher import (
     teacher_labels,
 )
 from musicssl.training.datasets import from_library
+from test_corpus_evaluate import _real as real_soundtrack
 from test_corpus_evaluate import bundle, corpus  # noqa: F401 - module fixtures
 
 MTT = ["guitar", "classical", "slow", "techno", "piano", "beat", "female"]
 VOCAB = ["bass", "classical", "guitar", "piano", "slow"]  # bass: not an MTT tag
+TEACHER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-teacher" / "bin" / "python"
 
 
 def _write_teacher(root, probs_by_path, features=4):
@@ -213,3 +218,28 @@ def test_a_rerun_tags_only_the_new_files_and_keeps_the_earlier_labels(tmp_path):
     asked.write_text("")
     run_teacher(tmp_path, str(fake))  # nothing new: the teacher is not started at all
     assert asked.read_text() == ""
+
+
+def test_the_real_musicnn_runner_tags_every_real_file(tmp_path, capsys):
+    """musicnn's own MTT graph and weights in the teacher venv, through `corpus teacher`: every
+    real file gets 50 finite probabilities and its max-pool features. Finite matters: musicnn's
+    own batch_data computes the log-mel in float16, which turns ordinary audio into inf."""
+    if not TEACHER_PYTHON.exists():
+        if os.environ.get("MUSICSSL_REQUIRE_TEACHER"):
+            pytest.fail(f"{TEACHER_PYTHON} is missing: CI builds it with `make teacher`")
+        pytest.skip("no .venv-teacher here (`make teacher` builds it)")
+    entries = real_soundtrack(tmp_path, "Frozen Bubble", "val", 2, seed=7)
+    write_manifest(tmp_path, entries)
+    argv = ["corpus", "teacher", "--root", str(tmp_path), "--python", str(TEACHER_PYTHON)]
+    assert main([*argv, "--patches", "3"]) == 0, capsys.readouterr().err
+
+    labels = read_teacher(tmp_path)
+    assert len(labels.tags) == 50 and {"guitar", "piano", "techno"} <= set(labels.tags)
+    assert sorted(labels.probs) == sorted(e.path for e in entries) and not labels.errors
+    for path, probs in labels.probs.items():
+        assert probs.shape == (50,) and np.isfinite(probs).all(), path
+        assert ((probs >= 0) & (probs <= 1)).all() and probs.std() > 0
+        assert np.isfinite(labels.features[path]).all() and labels.features[path].size > 50
+    # Two different pieces get different calls.
+    first, second = (labels.probs[e.path] for e in entries)
+    assert not np.allclose(first, second)
