@@ -84,6 +84,29 @@ def test_melcnn_params_change_the_network():
     assert n_params(MelCNN(channels=[8, 16, 32])) < n_params(MelCNN(channels=[16, 32, 64]))
 
 
+def test_melcnn_time_pooling_keeps_the_bands_and_sees_register():
+    """Time-only pooling: one mean/max pair per remaining band, so moving a pattern up the
+    spectrum changes the features; global pooling cannot tell the two positions apart."""
+    time_enc = MelCNN(channels=[4, 8], n_mels=24, embedding_dim=6, pooling="time").eval()
+    assert time_enc.proj.in_features == 2 * 8 * 6  # 24 bands -> 12 -> 6
+    assert time_enc.arch_params()["pooling"] == "time"
+    assert "pooling" not in MelCNN(channels=[4]).arch_params()  # old bundles stay valid
+    torch.manual_seed(0)
+    glob_enc = MelCNN(channels=[4, 8], n_mels=24, embedding_dim=6).eval()
+    # The same patch two pooling periods apart, clear of the borders (zero padding would
+    # otherwise clip one of them).
+    low = torch.zeros(1, 1, 24, 20)
+    high = torch.zeros(1, 1, 24, 20)
+    low[..., 4:6, 4:8] = 1.0
+    high[..., 12:14, 4:8] = 1.0
+    with torch.inference_mode():
+        assert not torch.allclose(time_enc.forward_features(low), time_enc.forward_features(high))
+        assert torch.allclose(glob_enc.forward_features(low), glob_enc.forward_features(high))
+        assert time_enc(torch.randn(2, 8000) * 0.1).shape == (2, 6)
+    with pytest.raises(ValueError, match="pooling"):
+        MelCNN(pooling="freq")
+
+
 @pytest.mark.parametrize(
     "name,params,n",
     [("melcnn", {"channels": [4, 8]}, 8000), ("samplecnn", {"channels": TINY_SAMPLECNN}, 59049)],

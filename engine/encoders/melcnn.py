@@ -2,8 +2,8 @@
 
 Why this shape: a 3 s log-mel patch (96 bands, hop 512 -> 130 frames) through five conv3x3 blocks
 that halve both axes keeps ~60 M multiply-adds per excerpt, so one CPU thread analyses well over
-100 excerpts/s, while global mean+max pooling keeps the output independent of excerpt length and
-band count. The front-end is fixed signal processing (STFT, torchaudio mel filterbank, log1p
+100 excerpts/s, while mean+max pooling keeps the output independent of excerpt length. The
+front-end is fixed signal processing (STFT, torchaudio mel filterbank, log1p
 compression as musicnn does); everything learned lives in `body`, which exports to ONNX on its own.
 """
 
@@ -18,6 +18,11 @@ from torch import nn
 
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
 DEFAULT_EXCERPT_SECONDS = 3.0
+# "global": mean+max over frequency and time, so the features shift with pitch but not with
+# register. "time": over time only, one pair per remaining band, so the features keep where in
+# the spectrum a pattern sits (register, spectral envelope) -- what tells apart two tracks of one
+# soundtrack that share a palette.
+POOLING_MODES = ("global", "time")
 
 
 @functools.lru_cache(maxsize=16)
@@ -106,8 +111,11 @@ class MelCNN(nn.Module):
         f_min: float = 0.0,
         f_max: float | None = None,
         log_compression: float = 10000.0,
+        pooling: str = "global",
     ) -> None:
         super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"MelCNN pooling must be one of {POOLING_MODES}, got {pooling!r}")
         channels = [int(c) for c in channels]
         if not channels or any(c <= 0 for c in channels):
             raise ValueError(f"MelCNN needs >= 1 positive channel width, got {channels}")
@@ -131,6 +139,10 @@ class MelCNN(nn.Module):
             "f_max": None if f_max is None else float(f_max),
             "log_compression": float(log_compression),
         }
+        if pooling != "global":
+            # Absent means "global", so bundles made before this option load unchanged.
+            self._arch_params["pooling"] = pooling
+        self.pooling = pooling
         self.frontend = LogMel(
             self.sample_rate, n_fft, hop_length, n_mels, f_min, f_max, log_compression
         )
@@ -149,7 +161,10 @@ class MelCNN(nn.Module):
             c_in = c_out
         self.body = nn.Sequential(*layers)
         # Mean pooling summarises texture, max pooling keeps short salient events; both are cheap.
-        self.proj = nn.Linear(2 * c_in, self.embedding_dim)
+        bands = n_mels
+        for _ in channels:
+            bands = -(-bands // 2)  # ceil_mode pooling
+        self.proj = nn.Linear(2 * c_in * (bands if pooling == "time" else 1), self.embedding_dim)
 
     def arch_params(self) -> dict[str, object]:
         """Every hyper-parameter besides sample_rate/embedding_dim, for a self-describing bundle."""
@@ -157,7 +172,8 @@ class MelCNN(nn.Module):
 
     def forward_features(self, features: torch.Tensor) -> torch.Tensor:
         """(B, 1, n_mels, frames) -> h (B, D)."""
-        y = self.body(features).flatten(2)
+        y = self.body(features)
+        y = y.flatten(1, 2) if self.pooling == "time" else y.flatten(2)
         pooled = torch.cat([y.mean(dim=-1), y.amax(dim=-1)], dim=1)
         return self.proj(pooled)
 
