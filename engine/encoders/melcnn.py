@@ -18,10 +18,10 @@ from torch import nn
 
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
 DEFAULT_EXCERPT_SECONDS = 3.0
-# "global": mean+max over frequency and time, so the features shift with pitch but not with
-# register. "time": over time only, one pair per remaining band, so the features keep where in
-# the spectrum a pattern sits (register, spectral envelope) -- what tells apart two tracks of one
-# soundtrack that share a palette.
+# "global": mean+max over frequency and time, so a pattern gives (nearly) the same features
+# wherever it sits in the spectrum. "time": over time only, one pair per remaining band, so the
+# features keep where a pattern sits (register, spectral envelope) -- what tells apart two tracks
+# of one soundtrack that share a palette.
 POOLING_MODES = ("global", "time")
 
 
