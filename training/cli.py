@@ -1,5 +1,5 @@
-"""`musicssl-train`: pretrain | finetune | measure-ratio | refit-head | whiten | evaluate | export |
-corpus | experiments.
+"""`musicssl-train`: pretrain | finetune | measure-ratio | soup | refit-head | whiten | evaluate |
+export | corpus | experiments.
 
 Settings come from dataclass defaults, then `--config file.toml`, then flags (`--set key=value`
 reaches any setting, e.g. `--set optim.warmup_steps=500`). Every command also runs under
@@ -166,6 +166,14 @@ def cmd_measure_ratio(args: argparse.Namespace) -> int:
     result = measure_ratio(config)
     print(json.dumps(result, indent=2))
     print(f"written to {Path(config.out).expanduser() / RATIO_NAME}")
+    return 0
+
+
+def cmd_soup(args: argparse.Namespace) -> int:
+    from .soup import soup
+
+    out = soup(args.sources, args.out)
+    print(f"averaged {len(args.sources)} runs: {out / 'best.pt'} (refit-head and whiten it next)")
     return 0
 
 
@@ -422,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         _training(p)
         _finetune_flags(p)
+
+    p = command("soup", cmd_soup, "average the weights of fine-tuning runs of one pre-training")
+    p.add_argument("sources", nargs="+", help="fine-tuning run folders or checkpoints")
+    p.add_argument("--out", required=True, help="run folder for the averaged weights")
 
     p = command("refit-head", cmd_refit_head, "refit the tag head on frozen fine-tuned features")
     p.add_argument("checkpoint", metavar="source", help="fine-tuning run folder or checkpoint")

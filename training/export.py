@@ -229,12 +229,14 @@ def export(config: ExportConfig, use_in: str | None = None) -> ExportResult:
                         "lambda": state.get("lambda"),
                     }
                 ),
-                "steps": int(state.get("step", 0)),
+                "steps": int(state["step"]) if "step" in state else None,  # a soup has none
                 "init": run_config.get("init"),
                 "metrics": state.get("metrics") or {},
                 "checkpoint": str(checkpoint) if checkpoint else None,
             }
         )
+        if state.get("soup"):
+            provenance["soup"] = state["soup"]
         if state.get("refit"):
             provenance["head_refit"] = state["refit"]
         if state.get("whitening"):

@@ -40,7 +40,7 @@ from .pretrain import load_items, open_cache, split_items
 from .sampler import excerpts_of
 
 # What a step passes on from its source checkpoint besides the weights it rewrites.
-CARRIED = ("kind", "step", "ratio", "lambda", "metrics", "refit", "whitening")
+CARRIED = ("kind", "step", "ratio", "lambda", "metrics", "soup", "refit", "whitening")
 
 
 @dataclass
