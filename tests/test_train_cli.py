@@ -87,6 +87,13 @@ def test_cli_pretrain_resume_ratio_finetune_evaluate_export(music, tmp_path, cap
     state = ckpt.load_checkpoint(ckpt.latest_checkpoint(ft))
     assert state["lambda"] == pytest.approx(0.5 / ratio)
     assert state["config"]["init"] == str(pre) and state["config"]["optim"]["lr"] == 0.002
+    # Fine-tuning may hear longer crops than pre-training did (the encoders are convolutional).
+    longer = 2 * state["bundle_config"]["excerpt_samples"]
+    long_run = ["--config", config, "--out", str(tmp_path / "ft-long"), "--init", str(pre)]
+    extra = ["--ratio", "1", "--steps", "1", "--set", f"model.excerpt_samples={longer}"]
+    assert main(["finetune", *long_run, *extra]) == 0
+    long_state = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "ft-long"))
+    assert long_state["bundle_config"]["excerpt_samples"] == longer
 
     args = ["evaluate", "--config", config, "--checkpoint", str(ft), "--out", str(ev)]
     assert main([*args, "--baselines", "mfcc"]) == 0

@@ -301,6 +301,9 @@ class Finetuner:
                 name=cfg.model.name,
                 tags=list(self.vocab),
                 thresholds=[0.5] * len(self.vocab),
+                # The encoders are fully convolutional, so fine-tuning may hear longer crops
+                # than pre-training did; analysis then uses the same length.
+                excerpt_samples=cfg.model.excerpt_samples or source_config.excerpt_samples,
                 trained=False,
                 provenance={},
                 # Fitted to the init's encoder and data; refit after (training/whitening.py).
