@@ -7,6 +7,8 @@ stay close enough for their weights to be averaged ("model soups", Wortsman et a
 the soup is one network of the same size and speed, which is what the app runs, where an
 ensemble would multiply analysis time. BatchNorm's running statistics are averaged with the rest;
 refit-head and whiten then run on the soup, so its tag head and whitening fit its own features.
+Measured on the shipped model's four seeds: the soup scored their mean on validation, not above
+it (docs/MODEL_CARD.md, v9), so it removes the luck of a pick rather than adding quality.
 
 Only runs that can be averaged are accepted: the same architecture, tags, pre-trained start and
 training data (so the soup's validation split is every member's).
