@@ -44,3 +44,48 @@ def test_finished_runs_are_reported_and_the_rest_listed(tmp_path):
     assert "embedded from 8 evenly spread 3 s excerpts" in doc
     assert "objectives not run: contrastive, byol, clustering, barlow, vicreg\n" in doc
     assert "(c) baselines not run" not in doc
+
+
+def test_arm_b_compares_heads_and_encoders_under_the_same_probe(tmp_path):
+    cfg = ExperimentsConfig(corpus=tmp_path / "corpus", out=tmp_path / "runs")
+    (cfg.out / "b" / "frozen-probe").mkdir(parents=True)
+    frozen = {f: {"roc_auc": 0.5 + f / 4, "pr_auc": 0.25, "n_tags": 29} for f in (0.01, 0.1, 1)}
+    (cfg.out / "b" / "frozen-probe" / "results.json").write_text(
+        json.dumps(
+            {
+                "features": {
+                    "frozen-probe SSL": {
+                        "probes": {"tags": {"mlp": {f"{f:g}": s for f, s in frozen.items()}}}
+                    }
+                }
+            }
+        )
+    )
+    run = cfg.out / "b" / "metric+ssl-1" / "heldout"
+    run.mkdir(parents=True)
+    entry = {
+        "head": {"roc_auc": 0.625, "pr_auc": 0.5, "n_tags": 29},
+        "probes": {"tags": {"mlp": {"1": {"roc_auc": 0.875, "pr_auc": 0.75, "n_tags": 29}}}},
+    }
+    (run / "results.json").write_text(json.dumps({"features": {"metric+ssl": entry}}))
+    doc = render_doc(cfg)
+    assert "| metric+ssl | not run | not run | 0.625 / 0.500 (n=29) |" in doc
+    assert "| metric+ssl | not run | not run | 0.875 / 0.750 (n=29) |" in doc
+    assert "| contrastive encoder, frozen | 0.502 / 0.250 (n=29) |" in doc
+    assert "(b) incomplete" in doc  # three fine-tuning variants and two fractions have no result
+
+
+def test_seeds_of_an_objective_are_averaged_with_their_spread(tmp_path):
+    cfg = ExperimentsConfig(corpus=tmp_path / "corpus", out=tmp_path / "runs", seeds=3)
+    for folder, roc in (("vicreg", 0.875), ("vicreg-seed1", 0.9375)):
+        run = cfg.out / "a" / folder
+        (run / "heldout").mkdir(parents=True)
+        (run / "heldout" / "results.json").write_text(
+            json.dumps({"features": {"vicreg": _entry(roc)}})
+        )
+        (run / "experiment.json").write_text(json.dumps({"minutes": roc * 8, "steps": 300}))
+    doc = render_doc(cfg)
+    assert "| vicreg (2 seeds) | 0.906 ± 0.031 | 0.453 ± 0.016 | 0.500 ± 0.000 |" in doc
+    assert "| 7.25 |" in doc
+    assert "(a) fewer than 3 seeds: vicreg (2 seeds)" in doc
+    assert "--seeds 3" in doc

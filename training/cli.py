@@ -323,6 +323,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         out=Path(args.out).expanduser().absolute(),
         arms=[a for a in args.arms.split(",") if a],
         steps=args.steps,
+        seeds=args.seeds,
         batch_size=args.batch_size,
         max_minutes=args.max_minutes,
         cache_dir=Path(args.cache).expanduser().absolute() if args.cache else None,
@@ -548,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arms", default="a,b,c,d", help="arms to run now: a,b,c (d is read off a and c)"
     )
     p.add_argument("--steps", type=int, default=300, help="training steps of every run")
+    p.add_argument("--seeds", type=int, default=1, help="pre-training seeds per objective in arm a")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-minutes", type=float, help="safety stop per run (resumed next time)")
     p.add_argument("--cache", help="decoded-audio cache folder")

@@ -42,6 +42,14 @@ ARMS = ("a", "b", "c", "d")
 OBJECTIVES = ("contrastive", "byol", "clustering", "barlow", "vicreg", "playlist")
 FRACTIONS = (0.01, 0.1, 1.0)
 TASKS = (TAGS, *FACETS)
+# Arm b's fine-tuning runs: (name, fine-tune augmentation, SSL init + auxiliary loss).
+FINETUNE_VARIANTS = (
+    ("metric+ssl", False, True),
+    ("metric+ssl-aug", True, True),
+    ("supervised", False, False),
+    ("supervised-aug", True, False),
+)
+FINETUNED = tuple(name for name, _, _ in FINETUNE_VARIANTS)
 SSL_INIT = "contrastive"  # the pre-trained encoder arm b fine-tunes and probes
 # Arm b's fine-tuning LR: the shipped model's (training/corpus/default_model.toml). The paper's
 # 1e-4 (finetune's default) left a fresh tag head nearly untrained within such small budgets.
@@ -54,6 +62,7 @@ class ExperimentsConfig:
     out: Path
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     steps: int = 300  # every training run's budget
+    seeds: int = 1  # arm a's pre-training seeds (0 … seeds-1); arm b fine-tunes seed 0's run
     batch_size: int = 32
     max_minutes: float | None = None  # a safety stop per run; a stopped run resumes next time
     cache_dir: Path | None = None
@@ -110,11 +119,16 @@ def _common(cfg: ExperimentsConfig, out: Path) -> dict[str, Any]:
     }
 
 
-def _pretrained(cfg: ExperimentsConfig, objective: str) -> Path | None:
+def _pretraining_dir(cfg: ExperimentsConfig, objective: str, seed: int) -> Path:
+    return cfg.out / "a" / (objective if seed == 0 else f"{objective}-seed{seed}")
+
+
+def _pretrained(cfg: ExperimentsConfig, objective: str, seed: int = 0) -> Path | None:
     """The finished pre-training run of `objective` (None while it is unfinished)."""
-    out = cfg.out / "a" / objective
+    out = _pretraining_dir(cfg, objective, seed)
     config = from_dict(
-        PretrainConfig, {**_common(cfg, out), "objective": objective, "data": _data(cfg)}
+        PretrainConfig,
+        {**_common(cfg, out), "objective": objective, "data": _data(cfg), "seed": seed},
     )
     return out if _timed(out, cfg.steps, lambda: pretrain(config)) else None
 
@@ -177,10 +191,16 @@ def _scored(
 
 
 def _arm_a(cfg: ExperimentsConfig) -> None:
-    for objective in OBJECTIVES:
-        run = _pretrained(cfg, objective)
-        if run is not None:
-            _scored(cfg, run / "heldout", {objective: run}, {"tasks": list(TASKS), "baselines": []})
+    for seed in range(cfg.seeds):
+        for objective in OBJECTIVES:
+            run = _pretrained(cfg, objective, seed)
+            if run is not None:
+                _scored(
+                    cfg,
+                    run / "heldout",
+                    {objective: run},
+                    {"tasks": list(TASKS), "baselines": []},
+                )
 
 
 def _arm_b(cfg: ExperimentsConfig) -> None:
@@ -195,15 +215,15 @@ def _arm_b(cfg: ExperimentsConfig) -> None:
         {"tasks": [TAGS], "baselines": [], "fractions": list(FRACTIONS)},
     )
     for fraction in FRACTIONS:
-        for name, augment, ssl in (
-            ("metric+ssl", False, True),
-            ("metric+ssl-aug", True, True),
-            ("supervised", False, False),
-            ("supervised-aug", True, False),
-        ):
+        for name, augment, ssl in FINETUNE_VARIANTS:
             run = _finetuned(cfg, ssl_run, name, fraction, augment, ssl)
+            # The fine-tuned head and, for a like-for-like encoder comparison, the frozen row's
+            # MLP probe on this encoder's features with the same share of labels.
             _scored(
-                cfg, run / "heldout", {name: run}, {"tasks": [TAGS], "baselines": [], "probes": []}
+                cfg,
+                run / "heldout",
+                {name: run},
+                {"tasks": [TAGS], "baselines": [], "fractions": [fraction]},
             )
 
 
@@ -239,11 +259,21 @@ def _f(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _seeded(values: list[Any]) -> str:
+    """One cell over seeds: the value, or with several seeds their mean ± half their range."""
+    found = [v for v in values if v is not None]
+    if len(found) < 2:
+        return _f(found[0] if found else None)
+    half_range = (max(found) - min(found)) / 2
+    return f"{sum(found) / len(found):.3f} ± {half_range:.3f}"
+
+
 def _command(cfg: ExperimentsConfig, arms: str) -> str:
     cache = f" --cache {cfg.cache_dir}" if cfg.cache_dir else ""
     return (
         f"musicssl-train experiments --corpus {cfg.corpus} --out {cfg.out} --arms {arms} "
-        f"--steps {cfg.steps} --batch-size {cfg.batch_size}{cache} --doc docs/EXPERIMENTS.md"
+        f"--steps {cfg.steps}{f' --seeds {cfg.seeds}' if cfg.seeds > 1 else ''} "
+        f"--batch-size {cfg.batch_size}{cache} --doc docs/EXPERIMENTS.md"
     )
 
 
@@ -257,18 +287,65 @@ def _excerpt_counts(cfg: ExperimentsConfig) -> list[int]:
     return sorted(c for c in counts if c is not None)
 
 
-def _feature_rows(cfg: ExperimentsConfig) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(name, held-out entry, run info) for every scored arm-a/c feature set."""
-    rows = []
+FeatureRow = tuple[str, list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _feature_rows(cfg: ExperimentsConfig) -> list[FeatureRow]:
+    """(name, held-out entry per seed, run info per seed) for every scored arm-a/c feature set."""
+    rows: list[FeatureRow] = []
     baselines = _load(cfg.out / "c" / "results.json")
     for name, entry in (baselines or {}).get("features", {}).items():
-        rows.append((f"{name} (baseline)", entry, {}))
+        rows.append((f"{name} (baseline)", [entry], [{}]))
     for objective in OBJECTIVES:
-        report = _load(cfg.out / "a" / objective / "heldout" / "results.json")
-        info = _load(cfg.out / "a" / objective / "experiment.json") or {}
-        if report:
-            rows.append((objective, report["features"][objective], info))
+        runs = [cfg.out / "a" / objective, *sorted((cfg.out / "a").glob(f"{objective}-seed*"))]
+        entries, infos = [], []
+        for run in runs:
+            report = _load(run / "heldout" / "results.json")
+            if report:
+                entries.append(report["features"][objective])
+                infos.append(_load(run / "experiment.json") or {})
+        if entries:
+            name = objective if len(entries) == 1 else f"{objective} ({len(entries)} seeds)"
+            rows.append((name, entries, infos))
     return rows
+
+
+def _probe_roc(entry: dict[str, Any], task: str, key: str = "roc_auc") -> Any:
+    return entry["probes"].get(task, {}).get("mlp", {}).get("1", {}).get(key)
+
+
+def _finetuned_rows(
+    cfg: ExperimentsConfig, pick: Callable[[dict[str, Any], float], dict[str, Any]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(name, one score per label fraction) for arm b's fine-tuned runs that have any result."""
+    rows = []
+    for name in FINETUNED:
+        cells = []
+        for fraction in FRACTIONS:
+            report = _load(cfg.out / "b" / f"{name}-{fraction:g}" / "heldout" / "results.json")
+            entry = (report or {}).get("features", {}).get(name)
+            cells.append(pick(entry, fraction) if entry else {})
+        if any(cells):
+            rows.append((name, cells))
+    return rows
+
+
+def _b_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "| method | " + " | ".join(f"{f:.0%} labels" for f in FRACTIONS) + " |",
+        "|---" * (len(FRACTIONS) + 1) + "|",
+    ]
+    for name, cells in rows:
+        text = [
+            f"{_f(c.get('roc_auc'))} / {_f(c.get('pr_auc'))} (n={c.get('n_tags', '?')})"
+            if c
+            else "not run"
+            for c in cells
+        ]
+        lines.append(f"| {name} | " + " | ".join(text) + " |")
+    return lines
 
 
 def render_doc(cfg: ExperimentsConfig) -> str:
@@ -282,7 +359,8 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         f"{cfg.steps} steps × batch {cfg.batch_size}, melcnn, CPU. Scores are on held-out data "
         "only: synthetic test pieces rendered with the other soundfont (TimGM6mb) for tagging, "
         "real test soundtracks (soundtrack = class) for retrieval R@K / M@K and first-half → "
-        "second-half identification. One seed per run and no confidence intervals: treat "
+        "second-half identification. Where an objective was pre-trained with several seeds, a "
+        "cell is their mean ± half their range (minutes: the mean); elsewhere one seed, so treat "
         "differences of a few hundredths as noise. Minutes are wall time on whatever machine ran "
         "the arm (a shared 2-core VM for the committed numbers), not a speed measurement.",
         "",
@@ -304,32 +382,38 @@ def render_doc(cfg: ExperimentsConfig) -> str:
             "identification | minutes |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, entry, info in rows:
-            tags = entry["probes"].get(TAGS, {}).get("mlp", {}).get("1", {})
-            r = entry["retrieval"]
-            lines.append(
-                f"| {name} | {_f(tags.get('roc_auc'))} | {_f(tags.get('pr_auc'))} | "
-                f"{_f(r.get('R@1'))} | {_f(r.get('R@4'))} | {_f(r.get('M@1'))} | "
-                f"{_f(r.get('M@10'))} | {_f(entry.get('identification'))} | "
-                f"{info.get('minutes', '–')} |"
-            )
+        for name, entries, infos in rows:
+            cells = [
+                _seeded([_probe_roc(e, TAGS) for e in entries]),
+                _seeded([_probe_roc(e, TAGS, "pr_auc") for e in entries]),
+                *(
+                    _seeded([e["retrieval"].get(k) for e in entries])
+                    for k in ("R@1", "R@4", "M@1", "M@10")
+                ),
+                _seeded([e.get("identification") for e in entries]),
+            ]
+            minutes = [i["minutes"] for i in infos if "minutes" in i]
+            cells.append(f"{sum(minutes) / len(minutes):.3g}" if minutes else "–")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     done = {n.split(" ")[0] for n, _, _ in rows}
     not_run = [o for o in OBJECTIVES if o not in done]
     if not_run:
         missing.append(f"(a) objectives not run: {', '.join(not_run)}")
+    seeds_short = [
+        n for n, entries, _ in rows if not n.endswith("(baseline)") and len(entries) < cfg.seeds
+    ]
+    if seeds_short:
+        missing.append(f"(a) fewer than {cfg.seeds} seeds: {', '.join(seeds_short)}")
     if not any(n.endswith("(baseline)") for n, _, _ in rows):
         missing.append("(c) baselines not run")
 
     lines += ["", "## (d) probe tasks at different perception levels (MLP probe ROC-AUC)", ""]
     if rows:
         lines += ["| features | " + " | ".join(FACETS) + " |", "|---" * (len(FACETS) + 1) + "|"]
-        for name, entry, _ in rows:
-            if not entry["probes"]:  # a retrieval-only peer (musicnn's own features)
+        for name, entries, _ in rows:
+            if not entries[0]["probes"]:  # a retrieval-only peer (musicnn's own features)
                 continue
-            cells = [
-                _f(entry["probes"].get(t, {}).get("mlp", {}).get("1", {}).get("roc_auc"))
-                for t in FACETS
-            ]
+            cells = [_seeded([_probe_roc(e, t) for e in entries]) for t in FACETS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     else:
         missing.append("(d) needs the features of arms a or c")
@@ -345,32 +429,38 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         "many), so cells with small n are not comparable with the others.",
         "",
     ]
-    b_rows = []
     frozen = _load(cfg.out / "b" / "frozen-probe" / "results.json")
-    if frozen:
-        entry = frozen["features"]["frozen-probe SSL"]["probes"][TAGS]["mlp"]
-        b_rows.append(("frozen-probe SSL (MLP)", [entry.get(f"{f:g}", {}) for f in FRACTIONS]))
-    for name in ("metric+ssl", "metric+ssl-aug", "supervised", "supervised-aug"):
-        cells = []
-        for fraction in FRACTIONS:
-            report = _load(cfg.out / "b" / f"{name}-{fraction:g}" / "heldout" / "results.json")
-            cells.append((report or {}).get("features", {}).get(name, {}).get("head", {}))
-        if any(cells):
-            b_rows.append((name, cells))
-    if b_rows:
-        lines += [
-            "| method | " + " | ".join(f"{f:.0%} labels" for f in FRACTIONS) + " |",
-            "|---" * (len(FRACTIONS) + 1) + "|",
+    frozen_cells = (
+        [
+            frozen["features"]["frozen-probe SSL"]["probes"][TAGS]["mlp"].get(f"{f:g}", {})
+            for f in FRACTIONS
         ]
-        for name, cells in b_rows:
-            text = [
-                f"{_f(c.get('roc_auc'))} / {_f(c.get('pr_auc'))} (n={c.get('n_tags', '?')})"
-                if c
-                else "not run"
-                for c in cells
-            ]
-            lines.append(f"| {name} | " + " | ".join(text) + " |")
-    if len(b_rows) < 5 or any(not c for _, cells in b_rows for c in cells):
+        if frozen
+        else []
+    )
+    heads = [("frozen-probe SSL (MLP)", frozen_cells)] if frozen_cells else []
+    heads += _finetuned_rows(cfg, lambda entry, fraction: entry.get("head", {}))
+    lines += _b_table(heads)
+    lines += [
+        "",
+        "The same comparison with the head taken out: the frozen row's MLP probe, trained on each "
+        "encoder's features with the same share of labels (all tags the probe's labelled pieces "
+        "carry), so only the encoder differs between rows.",
+        "",
+    ]
+    encoders = [(f"{SSL_INIT} encoder, frozen", frozen_cells)] if frozen_cells else []
+    encoders += _finetuned_rows(
+        cfg,
+        lambda entry, fraction: (
+            entry.get("probes", {}).get(TAGS, {}).get("mlp", {}).get(f"{fraction:g}", {})
+        ),
+    )
+    lines += _b_table(encoders)
+    expected = 1 + len(FINETUNED)
+    if any(
+        len(rows) < expected or any(not c for _, cells in rows for c in cells)
+        for rows in (heads, encoders)
+    ):
         missing.append("(b) incomplete: rows or cells marked 'not run' (or absent) have no result")
 
     lines += ["", "## Not run yet", ""]
