@@ -372,7 +372,9 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         "second-half identification. Where an objective was pre-trained with several seeds, a "
         "cell is their mean ± half their range (minutes: the mean); elsewhere one seed, so treat "
         "differences of a few hundredths as noise. Minutes are wall time on whatever machine ran "
-        "the arm (a shared 2-core VM for the committed numbers), not a speed measurement.",
+        "the arm (a shared 2-core VM for the committed numbers), not a speed measurement. How "
+        "the numbers read against the papers these arms reproduce in small: docs/MODEL_CARD.md, "
+        'section "The comparison arms against the papers".',
         "",
     ]
     counts = _excerpt_counts(cfg)
