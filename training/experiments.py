@@ -310,7 +310,7 @@ def _feature_rows(cfg: ExperimentsConfig) -> list[FeatureRow]:
     return rows
 
 
-def _probe_roc(entry: dict[str, Any], task: str, key: str = "roc_auc") -> Any:
+def _probe_score(entry: dict[str, Any], task: str, key: str = "roc_auc") -> Any:
     return entry["probes"].get(task, {}).get("mlp", {}).get("1", {}).get(key)
 
 
@@ -396,8 +396,8 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         ]
         for name, entries, infos in rows:
             cells = [
-                _seeded([_probe_roc(e, TAGS) for e in entries]),
-                _seeded([_probe_roc(e, TAGS, "pr_auc") for e in entries]),
+                _seeded([_probe_score(e, TAGS) for e in entries]),
+                _seeded([_probe_score(e, TAGS, "pr_auc") for e in entries]),
                 *(
                     _seeded([e["retrieval"].get(k) for e in entries])
                     for k in ("R@1", "R@4", "M@1", "M@10")
@@ -425,7 +425,7 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         for name, entries, _ in rows:
             if not entries[0]["probes"]:  # a retrieval-only peer (musicnn's own features)
                 continue
-            cells = [_seeded([_probe_roc(e, t) for e in entries]) for t in FACETS]
+            cells = [_seeded([_probe_score(e, t) for e in entries]) for t in FACETS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     else:
         missing.append("(d) needs the features of arms a or c")
