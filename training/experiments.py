@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import count, takewhile
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +298,7 @@ def _feature_rows(cfg: ExperimentsConfig) -> list[FeatureRow]:
     for name, entry in (baselines or {}).get("features", {}).items():
         rows.append((f"{name} (baseline)", [entry], [{}]))
     for objective in OBJECTIVES:
-        runs = [cfg.out / "a" / objective, *sorted((cfg.out / "a").glob(f"{objective}-seed*"))]
+        runs = takewhile(Path.is_dir, (_pretraining_dir(cfg, objective, s) for s in count()))
         entries, infos = [], []
         for run in runs:
             report = _load(run / "heldout" / "results.json")
@@ -310,8 +311,13 @@ def _feature_rows(cfg: ExperimentsConfig) -> list[FeatureRow]:
     return rows
 
 
+def _mlp_scores(entry: dict[str, Any], task: str, fraction: float = 1.0) -> dict[str, Any]:
+    """The MLP probe's scores for `task` trained with `fraction` of the labels ({} if absent)."""
+    return entry.get("probes", {}).get(task, {}).get("mlp", {}).get(f"{fraction:g}", {})
+
+
 def _probe_score(entry: dict[str, Any], task: str, key: str = "roc_auc") -> Any:
-    return entry["probes"].get(task, {}).get("mlp", {}).get("1", {}).get(key)
+    return _mlp_scores(entry, task).get(key)
 
 
 def _finetuned_rows(
@@ -445,10 +451,7 @@ def render_doc(cfg: ExperimentsConfig) -> str:
     ]
     frozen = _load(cfg.out / "b" / "frozen-probe" / "results.json")
     frozen_cells = (
-        [
-            frozen["features"]["frozen-probe SSL"]["probes"][TAGS]["mlp"].get(f"{f:g}", {})
-            for f in FRACTIONS
-        ]
+        [_mlp_scores(frozen["features"]["frozen-probe SSL"], TAGS, f) for f in FRACTIONS]
         if frozen
         else []
     )
@@ -463,12 +466,7 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         "",
     ]
     encoders = [(f"{SSL_INIT} encoder, frozen", frozen_cells)] if frozen_cells else []
-    encoders += _finetuned_rows(
-        cfg,
-        lambda entry, fraction: (
-            entry.get("probes", {}).get(TAGS, {}).get("mlp", {}).get(f"{fraction:g}", {})
-        ),
-    )
+    encoders += _finetuned_rows(cfg, lambda entry, fraction: _mlp_scores(entry, TAGS, fraction))
     lines += _b_table(encoders)
     expected = 1 + len(FINETUNED)
     if any(
