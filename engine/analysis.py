@@ -18,12 +18,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from . import auto_tags, decode, embeddings, models
+from . import auto_tags, decode, embeddings, excerpt_sets, models
 from . import db as dbmod
 from .analysis_types import AnalysisOptions, AnalysisReport
 from .bundle import Bundle, load_bundle
@@ -47,6 +47,7 @@ class _TrackState:
     path: str
     h_sum: np.ndarray | None = None  # of the model's excerpt descriptors (h, or h + statistics)
     p_sum: np.ndarray | None = None
+    excerpt_set: excerpt_sets.SetBuilder = field(default_factory=excerpt_sets.SetBuilder)
     count: int = 0
     queued: int = 0  # excerpts handed to the encoder and not yet summed
     complete: bool = False
@@ -56,15 +57,18 @@ class _TrackState:
 def pending_tracks(
     conn: dbmod.sqlite_utils.Database, model_id: str, retry_errors: bool, tags: bool = False
 ) -> list:
-    """Tracks that need this model's analysis: new ones, and analysed ones lacking its embedding
-    or, for a model that tags (`tags`), its stored tag probabilities (engine/auto_tags.py)."""
+    """Tracks that need this model's analysis: new ones, and analysed ones lacking its embedding,
+    its excerpt set (engine/excerpt_sets.py) or, for a model that tags (`tags`), its stored tag
+    probabilities (engine/auto_tags.py)."""
     sql = (
         "SELECT id, path, duration FROM tracks WHERE missing = 0 AND ("
         "status = 'new' OR (? AND status = 'error') OR (status = 'analyzed' AND (id NOT IN "
-        "(SELECT track_id FROM embeddings WHERE model_id = ?) OR (? AND id NOT IN "
+        "(SELECT track_id FROM embeddings WHERE model_id = ?) OR id NOT IN "
+        "(SELECT track_id FROM excerpt_sets WHERE model_id = ?) OR (? AND id NOT IN "
         "(SELECT track_id FROM tag_probs WHERE model_id = ?))))) ORDER BY id"
     )
-    return conn.execute(sql, [int(retry_errors), model_id, int(tags), model_id]).fetchall()
+    args = [int(retry_errors), model_id, model_id, int(tags), model_id]
+    return conn.execute(sql, args).fetchall()
 
 
 class AnalysisJob:
@@ -201,6 +205,7 @@ class AnalysisJob:
                         state.p_sum = np.zeros(p.shape[1], np.float64)
                     state.h_sum += h[row]
                     state.p_sum += p[row]
+                    state.excerpt_set.add(h[row])
                     state.count += 1
                     state.queued -= 1
             buffer.clear()
@@ -258,6 +263,7 @@ class AnalysisJob:
         cfg = bundle.config
         now = dbmod.now()
         vectors: list[tuple[int, np.ndarray]] = []
+        sets: list[tuple[int, np.ndarray]] = []
         with dbmod.transaction(conn) as tx:
             for state, error in finished:
                 if error is not None or state.count == 0:
@@ -280,6 +286,8 @@ class AnalysisJob:
                 h = torch.from_numpy((state.h_sum / state.count).astype(np.float32))[None]
                 z = bundle.model.similarity(h)[0].numpy()
                 vectors.append((state.track_id, z))
+                groups = torch.from_numpy(state.excerpt_set.means().astype(np.float32))
+                sets.append((state.track_id, bundle.model.similarity(groups).numpy()))
                 auto_tags.write(tx, state.track_id, bundle.model_id, cfg, state.p_sum / state.count)
                 if state.decoded_seconds is not None:
                     tx.execute(
@@ -292,6 +300,7 @@ class AnalysisJob:
                 report.audio_seconds += duration or 0.0
                 report.analyzed += 1
             embeddings.put(tx, bundle.model_id, vectors)
+            excerpt_sets.put(tx, bundle.model_id, sets)
         if vectors:
             index.add([i for i, _ in vectors], np.stack([v for _, v in vectors]))
         finished.clear()

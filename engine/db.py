@@ -168,10 +168,24 @@ CREATE TABLE tag_probs (
 CREATE INDEX idx_tag_probs_track ON tag_probs(track_id);
 """
 
+# v4: each track's per-excerpt similarity vectors per model, for re-ranking "find similar" by
+# set matching (engine/excerpt_sets.py).
+_V4 = """
+CREATE TABLE excerpt_sets (
+    model_id TEXT NOT NULL,
+    track_id INTEGER NOT NULL REFERENCES tracks(id) ON DELETE CASCADE,
+    dim INTEGER NOT NULL,
+    vectors BLOB NOT NULL,
+    PRIMARY KEY (model_id, track_id)
+);
+CREATE INDEX idx_excerpt_sets_track ON excerpt_sets(track_id);
+"""
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _script(_V1),
     _script(_V2),
     _script(_V3),
+    _script(_V4),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -3,6 +3,8 @@
 The index knows vectors only; the library rules (seeds excluded, missing files hidden, artist and
 album caps, a tag filter) are applied afterwards on an over-fetched candidate list that grows until
 enough candidates survive or the index is exhausted, so results never silently come up short.
+Those candidates are re-ranked by cosine blended with excerpt-set matching (engine/excerpt_sets.py)
+when the seeds have excerpt sets.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
-from . import embeddings
+from . import embeddings, excerpt_sets
 from .embeddings import NotAnalyzedError
 from .index import SimilarityIndex
 
@@ -179,6 +181,31 @@ def _select(
     return results
 
 
+def _rerank(
+    db: sqlite_utils.Database,
+    model_id: str,
+    query_set: np.ndarray,
+    ids: np.ndarray,
+    scores: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates ordered by cosine blended with excerpt-set similarity (engine/excerpt_sets.py).
+
+    Set scores run lower than cosines of track means, so a blend is only fair among candidates
+    that all have a set: while some lack one (analysed before sets existed and waiting for their
+    re-analysis), the index's cosine order is kept."""
+    ids = np.asarray(ids).reshape(-1)
+    live = [int(t) for t in ids if t >= 0]
+    sets = excerpt_sets.get_present(db, model_id, live)
+    if len(sets) < len(live):
+        return ids, scores
+    blended = np.asarray(scores, np.float64).reshape(-1).copy()
+    rows = np.flatnonzero(ids >= 0)
+    found = excerpt_sets.set_similarities(query_set, [sets[int(t)] for t in ids[rows]])
+    blended[rows] = excerpt_sets.blend(blended[rows], found)
+    order = np.argsort(-blended, kind="stable")
+    return ids[order], blended[order]
+
+
 def similar_to_vector(
     db: sqlite_utils.Database,
     index: SimilarityIndex,
@@ -191,9 +218,11 @@ def similar_to_vector(
     max_per_album: int | None = None,
     tag: str | None = None,
     model_id: str | None = None,
+    query_set: np.ndarray | None = None,
 ) -> list[Result]:
     """Library tracks closest to an embedding, e.g. of an audio file that is not in the library
-    (embedded by the same model as the index)."""
+    (embedded by the same model as the index). With the query's excerpt set, the nearest
+    candidates are re-ranked by set matching as well (`_rerank`)."""
     if n <= 0:
         return []
     model_id = model_id or index.model_id
@@ -205,6 +234,8 @@ def similar_to_vector(
     def pick(ids: np.ndarray, scores: np.ndarray, allowed: set[int] | None) -> list[Result]:
         todo = [int(t) for t in ids if int(t) not in meta and t >= 0]
         meta.update(_metadata(db, todo))
+        if query_set is not None:
+            ids, scores = _rerank(db, model_id, query_set, ids, scores)
         ranked = zip(ids.tolist(), scores.tolist(), strict=True)
         return _select(
             ranked, meta, n, exclude_ids, exclude_albums, max_per_artist, max_per_album, allowed
@@ -256,8 +287,8 @@ def similar(
     model_id: str | None = None,
 ) -> list[Result]:
     """Tracks like the seeds, best first. Several seeds are blended by the mean of their unit
-    vectors, re-normalised (the direction all seeds share). Raises NotAnalyzedError for a seed
-    without an embedding for this model."""
+    vectors, re-normalised (the direction all seeds share), and their excerpt sets are pooled
+    into one query set. Raises NotAnalyzedError for a seed without an embedding for this model."""
     seeds = [int(s) for s in seed_ids]
     if not seeds:
         raise ValueError("similar() needs at least one seed track")
@@ -266,6 +297,10 @@ def similar(
     q = vectors[0] if len(seeds) == 1 else vectors.mean(axis=0)
     if not np.linalg.norm(q) > 1e-6:
         raise ValueError("the seed tracks cancel each other out; choose other seeds")
+    seed_sets = excerpt_sets.get_present(db, model_id, seeds)
+    query_set = None
+    if all(s in seed_sets for s in seeds):
+        query_set = np.concatenate([seed_sets[s] for s in seeds])
     albums: set[tuple[str, str]] = set()
     if exclude_same_album:
         albums = {k for m in _metadata(db, seeds).values() if (k := m.album_key()) is not None}
@@ -280,6 +315,7 @@ def similar(
         max_per_album=max_per_album,
         tag=tag,
         model_id=model_id,
+        query_set=query_set,
     )
 
 

@@ -51,6 +51,26 @@ def test_analysis_embeds_every_good_track_and_records_failures(library):
         assert t["duration"] == pytest.approx(8.0, abs=0.2), t["path"]
 
 
+def test_analysis_stores_each_tracks_excerpt_set_and_fills_missing_ones(library):
+    from musicssl.engine import excerpt_sets
+
+    library.analyze()
+    model_id = library.active_model().model_id
+    ids = [t["id"] for t in library.tracks(["status=analyzed"])]
+    sets = excerpt_sets.get_present(library.db, model_id, ids)
+    dim = embeddings.get(library.db, model_id, ids[:1]).shape[1]
+    for tid in ids:
+        # 8 s tracks: two 3 s excerpts and the 2 s tail, as unit vectors of the index's space.
+        assert sets[tid].shape == (3, dim)
+        np.testing.assert_allclose(np.linalg.norm(sets[tid], axis=1), 1.0, atol=2e-3)
+    # A library analysed before sets existed lacks them: the next analysis fills them in.
+    library.db.execute("DELETE FROM excerpt_sets WHERE track_id = ?", [ids[0]])
+    library.db.conn.commit()
+    report = library.analyze()
+    assert report.total == 1 and report.analyzed == 1
+    assert ids[0] in excerpt_sets.get_present(library.db, model_id, ids[:1])
+
+
 def test_the_untrained_baseline_never_writes_auto_tags(library):
     library.use_model("baseline-random-init")
     assert library.analyze().analyzed == 6

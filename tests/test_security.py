@@ -397,6 +397,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "engine/folders.py": {"where", "ids", "skip"},  # path-range conditions with ? placeholders
     "engine/library.py": {"q.where()", "TRACK_COLUMNS", "marks"},
     "engine/user_labels.py": {"_USABLE"},
+    "engine/excerpt_sets.py": {"marks"},
     "engine/playlists.py": {"marks"},
     "engine/similar.py": {"marks"},
     "training/datasets.py": {"marks"},

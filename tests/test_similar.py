@@ -254,3 +254,37 @@ def test_library_index_is_rechecked_only_after_a_commit(lib, tmp_path):
         assert ids(library.similar([1], n=1)) == [23]
     finally:
         library.close()
+
+
+def test_excerpt_sets_rerank_the_nearest_candidates(db):
+    """Candidate 2 is nearer by track vector; candidate 3 shares one of the seed's sections
+    exactly. With sets stored the blend puts 3 first; while a candidate lacks its set (not
+    re-analysed yet) the index's cosine order stays, as it does without the seed's set."""
+    from musicssl.engine import excerpt_sets
+
+    seed_set = np.stack([axis(0), axis(1)])
+    near_set = np.stack([toward(axis(0), axis(1), 1.0)] * 2)  # between the seed's sections
+    shared_set = np.stack([axis(0), toward(axis(1), axis(2), 0.5)])
+    middle = toward(axis(0), axis(1), 1.0)
+    with transaction(db) as conn:
+        add_track(conn, 1, middle)
+        add_track(conn, 2, toward(middle, axis(3), 0.1))
+        add_track(conn, 3, toward(middle, axis(3), 0.3))
+    index = open_index(db, MODEL)
+    with transaction(db) as conn:
+        excerpt_sets.put(conn, MODEL, [(2, near_set), (3, shared_set)])
+    assert ids(similar(db, index, [1], n=2)) == [2, 3]  # the seed has no set
+    with transaction(db) as conn:
+        excerpt_sets.put(conn, MODEL, [(1, seed_set)])
+    res = similar(db, index, [1], n=2)
+    assert ids(res) == [3, 2]
+    cos = float(emb.get(db, MODEL, [1])[0] @ emb.get(db, MODEL, [3])[0])
+    expected = excerpt_sets.blend(cos, excerpt_sets.set_similarity(seed_set, shared_set))
+    assert res[0].score == pytest.approx(expected, abs=1e-3)
+    with transaction(db) as conn:
+        add_track(conn, 4, toward(middle, axis(3), 0.2))  # no set yet
+    index = open_index(db, MODEL)
+    res = similar(db, index, [1], n=3)
+    assert ids(res) == [2, 4, 3] and res[1].score == pytest.approx(
+        float(emb.get(db, MODEL, [1])[0] @ emb.get(db, MODEL, [4])[0]), abs=1e-5
+    )
