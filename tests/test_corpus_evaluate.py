@@ -194,6 +194,11 @@ def test_scores_every_feature_set_on_the_held_out_parts_only(
         overall = np.dot(list(by_soundtrack.values()), counts) / sum(counts)
         assert overall == pytest.approx(features[name]["identification"]), name
         assert f"Identification per soundtrack ({name}): " in md
+    # Models rank as the app does (excerpt sets blended in); the track vectors alone beside it.
+    for name in ("model", "random-init"):
+        assert _unit(features[name]["identification_vectors_only"]), name
+    assert "identification_vectors_only" not in features["mfcc"]
+    assert "| identification | identification (vectors only) |" in md
     head = features["model"]["head"]  # the bundle's own tags, scored on the test pieces
     assert _unit(head["roc_auc"]) and head["n_tags"] == len(TAGS), head
     assert "head" not in features["random-init"] and "head" not in features["mfcc"]
@@ -225,6 +230,19 @@ def test_no_baselines_scores_the_model_alone(corpus, bundle, tmp_path, one_torch
     model = report["features"]["model"]
     assert list(model["probes"]) == ["tags"]
     assert _unit(model["identification"])  # 2 of 5 excerpts: still a first and a second half
+
+    # What `experiments` asks for: the features by cosine alone, no excerpt-set re-ranking.
+    from musicssl.training.checkpoint import load_model
+    from musicssl.training.corpus.heldout import HeldoutConfig, evaluate_heldout, markdown
+
+    net, bundle_config, _ = load_model(bundle)
+    cfg = HeldoutConfig(root=root, cache_dir=tmp_path / "cache", excerpts=2, baselines=[])
+    cfg.excerpt_sets = False
+    plain = evaluate_heldout(cfg, {"model": net}, bundle_config)
+    assert plain["config"]["excerpt_sets"] is False
+    assert "identification_vectors_only" not in plain["features"]["model"]
+    assert plain["features"]["model"]["identification"] == model["identification_vectors_only"]
+    assert "no excerpt-set re-ranking" in markdown(plain)
 
 
 def test_a_root_without_manifest_is_a_clear_error(bundle, tmp_path, capsys, one_torch_thread):

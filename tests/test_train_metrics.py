@@ -129,6 +129,24 @@ def test_identification_accuracy():
     assert np.isnan(metrics.identification_accuracy(first[:0], second[:0]))
 
 
+def test_a_given_ranking_replaces_the_cosine():
+    """The app may rank by another score than cosine (excerpt sets): the metrics rank by it."""
+    rng = np.random.default_rng(4)
+    first = rng.normal(size=(4, 8))
+    second = first + 0.05 * rng.normal(size=(4, 8))
+    swapped = np.eye(4)[[1, 0, 2, 3]]  # a score that sends tracks 0 and 1 to each other
+    hits = metrics.identification_hits(first, second, swapped)
+    assert hits.tolist() == [False, False, True, True]
+    with pytest.raises(ValueError, match="similarities"):
+        metrics.identification_hits(first, second, np.eye(3))
+    groups = [0, 0, 1, 1]
+    emb = np.eye(2)[groups] + 0.01 * rng.normal(size=(4, 2))
+    assert metrics.retrieval_metrics(emb, groups)["R@1"] == 1.0
+    wrong = 1.0 - (np.asarray(groups)[:, None] == np.asarray(groups)[None, :])
+    out = metrics.retrieval_metrics(emb, groups, similarities=wrong)
+    assert out["R@1"] == 0.0 and out["M@1"] == 0.0
+
+
 def test_macro_f1_matches_sklearn_on_known_labels_and_skips_one_class_tags():
     rng = np.random.default_rng(3)
     targets = (rng.random((40, 4)) < 0.4).astype(float)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from musicssl.engine.bundle import build_model
 from musicssl.engine.device import configure_cpu_threads, select_device
 from musicssl.engine.embedding_model import EmbeddingModel
+from musicssl.engine.excerpt_sets import SetBuilder, as_stored
 from musicssl.engine.excerpts import DEFAULT_COUNT
 from torch import nn
 from tqdm import tqdm
@@ -112,6 +113,11 @@ class TrackOutputs:
     probs: np.ndarray  # (N, T) mean of excerpt tag probabilities
     first: np.ndarray  # (N, D') z of the first half of the excerpts (NaN rows: < 2 excerpts)
     second: np.ndarray  # (N, D') z of the second half
+    # Excerpt sets (engine/excerpt_sets.py) of the whole track and of each half ((0, D') arrays
+    # where the track has < 2 excerpts).
+    sets: list[np.ndarray]
+    first_sets: list[np.ndarray]
+    second_sets: list[np.ndarray]
 
 
 @torch.no_grad()
@@ -135,6 +141,7 @@ def embed_tracks(
     half_sums = np.zeros((2, n, dim), np.float64)
     p_sum = np.zeros((n, n_tags), np.float64)
     counts = np.zeros(n, np.int64)
+    builders = [[SetBuilder() for _ in range(3)] for _ in range(n)]  # whole, first, second half
     pending: list[tuple[int, int, int, np.ndarray]] = []  # (track, excerpt no, excerpts, audio)
 
     def run(chunk: list[tuple[int, int, int, np.ndarray]]) -> None:
@@ -146,8 +153,11 @@ def embed_tracks(
             h_sum[track] += hk
             p_sum[track] += pk
             counts[track] += 1
+            builders[track][0].add(hk)
             if total >= 2:
-                half_sums[0 if k < total // 2 else 1, track] += hk
+                half = 0 if k < total // 2 else 1
+                half_sums[half, track] += hk
+                builders[track][1 + half].add(hk)
 
     for i, item in enumerate(tqdm(items, desc="embedding", disable=not progress, leave=False)):
         excerpts = excerpts_of(cache, item, crop_samples, max_excerpts)
@@ -168,12 +178,22 @@ def embed_tracks(
         size = np.where(half == 0, counts // 2, counts - counts // 2)
         mean = half_sums[half] / np.maximum(size, 1)[:, None]
         halves[half, multi] = _z(model, mean[multi])
+
+    def set_of(builder: SetBuilder) -> np.ndarray:
+        if not len(builder):
+            return np.zeros((0, dim), np.float32)
+        return as_stored(_z(model, builder.means()))
+
+    sets = [[set_of(b) for b in track] for track in builders]
     return TrackOutputs(
         h=h_mean[:, : model.embedding_dim].astype(np.float32),
         z=_z(model, h_mean),
         probs=(p_sum / safe).astype(np.float32),
         first=halves[0].astype(np.float32),
         second=halves[1].astype(np.float32),
+        sets=[s[0] for s in sets],
+        first_sets=[s[1] for s in sets],
+        second_sets=[s[2] for s in sets],
     )
 
 

@@ -174,7 +174,10 @@ def _finetuned(
 def _scored(
     cfg: ExperimentsConfig, folder: Path, models: dict[str, Path], hc: dict[str, Any]
 ) -> dict[str, Any]:
-    """Held-out results for `models` (+ baselines in `hc`), computed once into `folder`."""
+    """Held-out results for `models` (+ baselines in `hc`), computed once into `folder`.
+
+    The arms compare features, as the papers do: retrieval and identification by cosine of the
+    track vectors, without the app's excerpt-set re-ranking (`HeldoutConfig.excerpt_sets`)."""
     results = folder / "results.json"
     if results.is_file():
         return json.loads(results.read_text(encoding="utf-8"))
@@ -185,7 +188,9 @@ def _scored(
     if bundle_config is None:
         bundle_config = bundle_config_for(from_dict(PretrainConfig, {}).model)
     report = evaluate_heldout(
-        HeldoutConfig(root=cfg.corpus, cache_dir=cfg.cache_dir, **hc), loaded, bundle_config
+        HeldoutConfig(root=cfg.corpus, cache_dir=cfg.cache_dir, excerpt_sets=False, **hc),
+        loaded,
+        bundle_config,
     )
     write_results(report, folder)
     return report

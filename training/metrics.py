@@ -195,21 +195,33 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def _ranked_relevance(embeddings: np.ndarray, labels: np.ndarray | Sequence[object]) -> np.ndarray:
-    """(N, N-1) relevance of each query's neighbours, nearest first, the query itself removed."""
+def _ranked_relevance(
+    embeddings: np.ndarray,
+    labels: np.ndarray | Sequence[object],
+    similarities: np.ndarray | None = None,
+) -> np.ndarray:
+    """(N, N-1) relevance of each query's neighbours, nearest first, the query itself removed.
+
+    Neighbours are ranked by cosine of the embeddings, or by `similarities` (N, N) where the app
+    ranks by another score (engine/excerpt_sets.py)."""
     z = _unit(embeddings)
     n = z.shape[0]
     rel = relevance_matrix(labels)
     if rel.shape[0] != n:
         raise ValueError(f"{n} embeddings but {rel.shape[0]} labels")
-    sims = z @ z.T
+    sims = z @ z.T if similarities is None else np.array(similarities, np.float64)
+    if sims.shape != (n, n):
+        raise ValueError(f"similarities {sims.shape} do not match {n} embeddings")
     np.fill_diagonal(sims, -np.inf)
     order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]
     return np.take_along_axis(rel, order, axis=1)
 
 
 def recall_at_k(
-    embeddings: np.ndarray, labels: np.ndarray | Sequence[object], ks: Sequence[int] = RECALL_KS
+    embeddings: np.ndarray,
+    labels: np.ndarray | Sequence[object],
+    ks: Sequence[int] = RECALL_KS,
+    similarities: np.ndarray | None = None,
 ) -> dict[int, float]:
     """R@K as used in deep metric learning: the share of queries with >= 1 relevant item among
     their K nearest neighbours (cosine, the query excluded).
@@ -218,7 +230,7 @@ def recall_at_k(
     items): a query either finds something of its class in the top K or not. Queries that have
     no relevant item anywhere in the collection cannot score and are left out of the mean.
     """
-    ranked = _ranked_relevance(embeddings, labels)
+    ranked = _ranked_relevance(embeddings, labels, similarities)
     has_any = ranked.any(axis=1)
     out = {}
     for k in ks:
@@ -230,7 +242,10 @@ def recall_at_k(
 
 
 def map_at_k(
-    embeddings: np.ndarray, labels: np.ndarray | Sequence[object], ks: Sequence[int] = MAP_KS
+    embeddings: np.ndarray,
+    labels: np.ndarray | Sequence[object],
+    ks: Sequence[int] = MAP_KS,
+    similarities: np.ndarray | None = None,
 ) -> dict[int, float]:
     """M@K: mean over queries of AP@K = (1 / min(K, R)) * sum_{k<=K} P@k * rel_k.
 
@@ -239,7 +254,7 @@ def map_at_k(
     min(K, R) makes a perfect ranking score 1 even when a class has fewer than K other members.
     Queries with R = 0 are left out of the mean, as in `recall_at_k`.
     """
-    ranked = _ranked_relevance(embeddings, labels)
+    ranked = _ranked_relevance(embeddings, labels, similarities)
     n_rel = ranked.sum(axis=1)
     keep = n_rel > 0
     ranked, n_rel = ranked[keep].astype(np.float64), n_rel[keep]
@@ -262,27 +277,35 @@ def retrieval_metrics(
     labels: np.ndarray | Sequence[object],
     recall_ks: Sequence[int] = RECALL_KS,
     map_ks: Sequence[int] = MAP_KS,
+    similarities: np.ndarray | None = None,
 ) -> dict[str, float]:
     """R@K and M@K in one dict keyed "R@1", "M@10", ..., plus the number of scoring queries."""
     out: dict[str, float] = {}
-    out.update({f"R@{k}": v for k, v in recall_at_k(embeddings, labels, recall_ks).items()})
-    out.update({f"M@{k}": v for k, v in map_at_k(embeddings, labels, map_ks).items()})
+    recall = recall_at_k(embeddings, labels, recall_ks, similarities)
+    out.update({f"R@{k}": v for k, v in recall.items()})
+    out.update({f"M@{k}": v for k, v in map_at_k(embeddings, labels, map_ks, similarities).items()})
     out["queries"] = int(relevance_matrix(labels).any(axis=1).sum())
     return out
 
 
-def identification_hits(first_halves: np.ndarray, second_halves: np.ndarray) -> np.ndarray:
+def identification_hits(
+    first_halves: np.ndarray, second_halves: np.ndarray, similarities: np.ndarray | None = None
+) -> np.ndarray:
     """Per track: is its first-half embedding nearest (cosine) to its own second half?
 
     Row i of both arrays is track i. Each first half is a query against every track's second half
-    (including its own), so chance level is 1/N.
+    (including its own), so chance level is 1/N. `similarities` (N, N), first halves × second
+    halves, replaces the cosine where the app ranks by another score (engine/excerpt_sets.py).
     """
     a, b = _unit(first_halves), _unit(second_halves)
     if a.shape != b.shape:
         raise ValueError(f"first halves {a.shape} and second halves {b.shape} differ")
     if not a.shape[0]:
         return np.zeros(0, bool)
-    return np.argmax(a @ b.T, axis=1) == np.arange(a.shape[0])
+    sims = a @ b.T if similarities is None else np.asarray(similarities)
+    if sims.shape != (a.shape[0], a.shape[0]):
+        raise ValueError(f"similarities {sims.shape} do not match {a.shape[0]} tracks")
+    return np.argmax(sims, axis=1) == np.arange(a.shape[0])
 
 
 def identification_accuracy(first_halves: np.ndarray, second_halves: np.ndarray) -> float:
