@@ -5,9 +5,10 @@
 
 The library is written straight through the engine's DB layer (no audio): tracks with varied
 metadata, a third of them with a genre tag, one clustered unit embedding each (the model's
-dimension), published as the index model, and the HNSW index built and saved by `open_index`
-as an analysis would leave it. The DB is kept and reused (`--db`), since building the index
-takes minutes.
+dimension) with an excerpt set of 16 vectors scattered around it (`--set-size`, as the default
+analysis stores; engine/excerpt_sets.py), published as the index model, and the HNSW index built
+and saved by `open_index` as an analysis would leave it. The DB is kept and reused (`--db`),
+since building the index takes minutes.
 
 Then, each in a fresh process (OS file cache warm, as after any earlier run):
 - engine: open the library, load the index, time `similar()`; resident memory with 100k indexed.
@@ -41,10 +42,10 @@ WORDS = ["night", "river", "blue", "fire", "dance", "home", "light", "rain", "go
 CODECS = ["mp3", "flac", "aac", "vorbis", "opus"]
 
 
-def build(path: Path, n: int, dim: int) -> dict:
+def build(path: Path, n: int, dim: int, set_size: int) -> dict:
     from index_bench import clustered
     from musicssl.engine import db as dbmod
-    from musicssl.engine import embeddings
+    from musicssl.engine import embeddings, excerpt_sets
     from musicssl.engine.index import open_index
 
     for suffix in ("", "-wal", "-shm"):
@@ -77,6 +78,11 @@ def build(path: Path, n: int, dim: int) -> dict:
                 [(r[0], r[5].lower()) for r in rows if r[0] % 3 == 0],
             )
             embeddings.put(conn, MODEL, ((i, x[i - 1]) for i in ids))
+            if set_size:
+                spread = rng.normal(0, 0.5 / np.sqrt(dim), (len(ids), set_size, dim))
+                sets = x[ids.start - 1 : ids.stop - 1, None, :] + spread
+                sets /= np.linalg.norm(sets, axis=2, keepdims=True)
+                excerpt_sets.put(conn, MODEL, zip(ids, sets, strict=True))
     with dbmod.transaction(db) as conn:
         embeddings.publish_index_model(conn, MODEL, True)
     fill_s = time.perf_counter() - started
@@ -244,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--db", type=Path, help="library file to build or reuse")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--set-size", type=int, default=16, help="excerpt vectors per track (0: none)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     data = db.parent / f"{db.stem}-data"
     data.mkdir(parents=True, exist_ok=True)
     if args.rebuild or not db.exists():
-        built = build(db, args.tracks, dim)
+        built = build(db, args.tracks, dim, args.set_size)
         print(json.dumps({"build": built}), file=sys.stderr)
     # The app's first start in a data folder creates the baseline model; a normal start finds it.
     os.environ["MUSICSSL_DATA_DIR"] = str(data)
@@ -277,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"app": app}), file=sys.stderr)
         first_paints.append(app["first_paint_s"])
 
-    print(f"`python bench/scale_bench.py --tracks {args.tracks} --runs {args.runs}` "
-          f"({dim}-d embeddings; load average {os.getloadavg()[0]:.1f} at the end)\n")  # fmt: skip
+    print(f"`python bench/scale_bench.py --tracks {args.tracks} --runs {args.runs} --set-size "
+          f"{args.set_size}` ({dim}-d embeddings; DB {db.stat().st_size / 2**20:.0f} MB; "
+          f"load average {os.getloadavg()[0]:.1f} at the end)\n")  # fmt: skip
     print("| measurement | GUI thread busy ms (median / max) | until rows painted ms "
           "(median / max) |")  # fmt: skip
     print("|---|---:|---:|")

@@ -9,15 +9,16 @@ section that recurs counts in full. "Find similar" and the identification measur
 index's nearest candidates; the HNSW index itself stays one vector per track.
 
 Chosen on the corpus's validation soundtracks only (103 real tracks; v9, 16 excerpts per track,
-docs/MODEL_CARD.md): 12-second segments of a track's first half find its second half 0.908 →
-0.927 of the time (206 queries; weight 0.75: 0.932, set similarity alone 0.903), whole first
-halves 0.961 → 0.971, soundtrack R@1 and M@10 unchanged. Equal weights were taken, not the best
-cell. Written here rather than taken from a library: hnswlib, FAISS and similar index single
-vectors; a set-to-set score over a few dozen vectors is two lines of numpy.
+docs/MODEL_CARD.md): groups of four of a first half's excerpts find the track's second half
+0.908 → 0.927 of the time (206 queries; weight 0.75: 0.932, set similarity alone 0.903), whole
+first halves 0.961 → 0.971, soundtrack R@1 and M@10 level (on test later: 0.864 → 0.889). Equal
+weights were taken, not the best cell. Written here rather than taken from a library: hnswlib,
+FAISS and the like index single vectors; a set-to-set score is a few lines of numpy.
 
 Sets are stored as int8, each vector scaled to its largest component and re-normalised when read
 (on the val sets above no ranking changed against float32; scores moved by at most 0.0014): a
-16-excerpt set of the shipped model is 5.3 KB, 530 MB for a 100,000-track library. At most
+16-excerpt set of the shipped model is 5.3 KB, ~670 MB in SQLite for a 100,000-track library
+(docs/BENCHMARKS.md). At most
 `MAX_VECTORS` per track: the "all" policy merges neighbouring excerpts in pairs as a long file
 goes on (`SetBuilder`), so memory and storage stay bounded.
 """
@@ -31,6 +32,11 @@ import numpy as np
 import sqlite_utils
 
 SET_WEIGHT = 0.5
+# "find similar" re-ranks the nearest admissible candidates by cosine (after the library's caps
+# and filters): at least this many, or twice the list asked for. Fetching ~50 sets costs about
+# a millisecond; re-ranking every candidate an artist cap skips past cost ~40 ms at 100k tracks
+# (docs/BENCHMARKS.md). Evaluation re-ranks the same pool (`blended_matrix`).
+RERANK_POOL = 50
 MAX_VECTORS = 64
 DTYPE = np.dtype("i1")
 _IN_CHUNK = 900
@@ -97,17 +103,28 @@ def blend(cosine: float | np.ndarray, set_score: float | np.ndarray) -> float | 
     return SET_WEIGHT * set_score + (1.0 - SET_WEIGHT) * cosine
 
 
+def pool_size(n: int) -> int:
+    """How many of the nearest admissible candidates a list of n is re-ranked from."""
+    return max(2 * n, RERANK_POOL)
+
+
 def blended_matrix(
     queries: np.ndarray,
     query_sets: Sequence[np.ndarray],
     candidates: np.ndarray,
     candidate_sets: Sequence[np.ndarray],
+    pool: int = RERANK_POOL,
 ) -> np.ndarray:
     """(Q, C) ranking scores of unit track vectors and their excerpt sets, as "find similar"
-    ranks its candidates."""
+    ranks its candidates: each query's `pool` nearest by cosine re-ranked by the blend, the rest
+    after them in cosine order."""
     cos = np.asarray(queries, np.float64) @ np.asarray(candidates, np.float64).T
-    sets = np.stack([set_similarities(q, candidate_sets) for q in query_sets])
-    return blend(cos, sets.reshape(cos.shape))
+    sets = np.stack([set_similarities(q, candidate_sets) for q in query_sets]).reshape(cos.shape)
+    scores = cos - 4.0  # below any blend of two cosines in [-1, 1]
+    nearest = np.argsort(-cos, axis=1, kind="stable")[:, :pool]
+    rows = np.arange(cos.shape[0])[:, None]
+    scores[rows, nearest] = blend(cos[rows, nearest], sets[rows, nearest])
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,16 +171,24 @@ def put(conn: Connish, model_id: str, items: Iterable[tuple[int, np.ndarray]]) -
 def get_present(db: Connish, model_id: str, track_ids: Iterable[int]) -> dict[int, np.ndarray]:
     """{track id: (k, D) float32 set of unit vectors} for those of `track_ids` that have one."""
     ids = [int(t) for t in track_ids]
-    out: dict[int, np.ndarray] = {}
+    rows: list[tuple[int, int, bytes]] = []
     raw = _raw(db)
     for start in range(0, len(ids), _IN_CHUNK):
         part = ids[start : start + _IN_CHUNK]
         marks = ",".join("?" * len(part))
-        rows = raw.execute(
+        rows += raw.execute(
             "SELECT track_id, dim, vectors FROM excerpt_sets WHERE model_id = ? "  # noqa: S608
             f"AND track_id IN ({marks})",
             (model_id, *part),
-        )
-        for tid, dim, blob in rows:
-            out[tid] = _decode(blob, dim)
-    return out
+        ).fetchall()
+    if not rows:
+        return {}
+    dims = {dim for _, dim, _ in rows}
+    if len(dims) > 1:  # one model, one space: only a damaged library gets here
+        raise ValueError(f"excerpt sets of model {model_id!r} mix dimensions {sorted(dims)}")
+    # One decode for all rows: "find similar" reads ~100 sets per query.
+    dim = dims.pop()
+    everything = _decode(b"".join(blob for _, _, blob in rows), dim)
+    sizes = [len(blob) // (dim * DTYPE.itemsize) for _, _, blob in rows]
+    parts = np.split(everything, np.cumsum(sizes)[:-1])
+    return {tid: part for (tid, _, _), part in zip(rows, parts, strict=True)}

@@ -3,15 +3,15 @@
 The index knows vectors only; the library rules (seeds excluded, missing files hidden, artist and
 album caps, a tag filter) are applied afterwards on an over-fetched candidate list that grows until
 enough candidates survive or the index is exhausted, so results never silently come up short.
-Those candidates are re-ranked by cosine blended with excerpt-set matching (engine/excerpt_sets.py)
-when the seeds have excerpt sets.
+When the seeds have excerpt sets, the nearest admissible candidates (at least 50) are then
+re-ranked by cosine blended with excerpt-set matching (engine/excerpt_sets.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sqlite_utils
@@ -181,29 +181,22 @@ def _select(
     return results
 
 
-def _rerank(
-    db: sqlite_utils.Database,
-    model_id: str,
-    query_set: np.ndarray,
-    ids: np.ndarray,
-    scores: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates ordered by cosine blended with excerpt-set similarity (engine/excerpt_sets.py).
+def _reranked(
+    db: sqlite_utils.Database, model_id: str, query_set: np.ndarray, pool: list[Result], n: int
+) -> list[Result]:
+    """The best n of `pool` (admissible, in cosine order) by cosine blended with excerpt-set
+    similarity (engine/excerpt_sets.py).
 
     Set scores run lower than cosines of track means, so a blend is only fair among candidates
     that all have a set: while some lack one (analysed before sets existed and waiting for their
-    re-analysis), the index's cosine order is kept."""
-    ids = np.asarray(ids).reshape(-1)
-    live = [int(t) for t in ids if t >= 0]
-    sets = excerpt_sets.get_present(db, model_id, live)
-    if len(sets) < len(live):
-        return ids, scores
-    blended = np.asarray(scores, np.float64).reshape(-1).copy()
-    rows = np.flatnonzero(ids >= 0)
-    found = excerpt_sets.set_similarities(query_set, [sets[int(t)] for t in ids[rows]])
-    blended[rows] = excerpt_sets.blend(blended[rows], found)
-    order = np.argsort(-blended, kind="stable")
-    return ids[order], blended[order]
+    re-analysis), the cosine order is kept."""
+    sets = excerpt_sets.get_present(db, model_id, [r.track_id for r in pool])
+    if len(sets) < len(pool):
+        return pool[:n]
+    found = excerpt_sets.set_similarities(query_set, [sets[r.track_id] for r in pool])
+    blended = excerpt_sets.blend(np.array([r.score for r in pool]), found)
+    order = np.argsort(-blended, kind="stable")[:n]
+    return [replace(pool[i], score=float(blended[i])) for i in order]
 
 
 def similar_to_vector(
@@ -222,7 +215,7 @@ def similar_to_vector(
 ) -> list[Result]:
     """Library tracks closest to an embedding, e.g. of an audio file that is not in the library
     (embedded by the same model as the index). With the query's excerpt set, the nearest
-    candidates are re-ranked by set matching as well (`_rerank`)."""
+    admissible candidates are re-ranked by set matching as well (`_reranked`)."""
     if n <= 0:
         return []
     model_id = model_id or index.model_id
@@ -230,15 +223,14 @@ def similar_to_vector(
     exclude_ids = set(exclude_ids)
     exclude_albums = set(exclude_albums)
     meta: dict[int, _Meta] = {}
+    want = n if query_set is None else excerpt_sets.pool_size(n)
 
     def pick(ids: np.ndarray, scores: np.ndarray, allowed: set[int] | None) -> list[Result]:
         todo = [int(t) for t in ids if int(t) not in meta and t >= 0]
         meta.update(_metadata(db, todo))
-        if query_set is not None:
-            ids, scores = _rerank(db, model_id, query_set, ids, scores)
         ranked = zip(ids.tolist(), scores.tolist(), strict=True)
         return _select(
-            ranked, meta, n, exclude_ids, exclude_albums, max_per_artist, max_per_album, allowed
+            ranked, meta, want, exclude_ids, exclude_albums, max_per_artist, max_per_album, allowed
         )
 
     allowed: set[int] | None = None
@@ -264,11 +256,13 @@ def similar_to_vector(
         def top(k: int) -> tuple[np.ndarray, np.ndarray]:
             return index.query(q, k)
 
-    k = min(live, n * _OVERFETCH + len(exclude_ids))
+    k = min(live, want * _OVERFETCH + len(exclude_ids))
     while k > 0:
         results = pick(*top(k), allowed)
-        if len(results) >= n or k >= live:
-            return results
+        if len(results) >= want or k >= live:
+            if query_set is None:
+                return results
+            return _reranked(db, model_id, query_set, results, n)
         k = min(live, k * _OVERFETCH)
     return []
 

@@ -62,6 +62,18 @@ def test_set_matching_rewards_a_shared_section_that_the_mean_blurs():
     assert scores[0, 1] == pytest.approx(blend(1.0, set_similarity(query, y)))
 
 
+def test_only_the_nearest_pool_is_re_ranked():
+    """As in "find similar": outside a query's `pool` nearest by cosine, the cosine order
+    continues after the re-ranked ones, however well the sets would match."""
+    query = unit([1, 0, 0], [0, 1, 0])
+    near, far = unit([1, 0.2, 0], [1, 0.2, 0]), query.copy()
+    cands = unit(query.mean(0) + [0, 0, 0.1], query.mean(0) + [0, 0, 0.5])  # far is farther
+    full = blended_matrix(unit(query.mean(0)), [query], cands, [near, far], pool=2)
+    assert full[0].argmax() == 1  # its sets match exactly
+    pooled = blended_matrix(unit(query.mean(0)), [query], cands, [near, far], pool=1)
+    assert pooled[0].argmax() == 0
+
+
 def test_sets_round_trip_through_the_library_db_and_go_with_their_track(db):
     with transaction(db) as conn:
         for tid in (1, 2):
@@ -80,6 +92,9 @@ def test_sets_round_trip_through_the_library_db_and_go_with_their_track(db):
         excerpt_sets.put(db, "m", [(2, np.full((2, 3), np.nan))])
     with pytest.raises(ValueError, match="zero vector"):
         excerpt_sets.put(db, "m", [(2, np.zeros((1, 3)))])
+    excerpt_sets.put(db, "m", [(2, unit([1, 0]))])  # another dimension: a damaged library
+    with pytest.raises(ValueError, match="mix dimensions"):
+        excerpt_sets.get_present(db, "m", [1, 2])
     with transaction(db) as conn:
         conn.execute("DELETE FROM tracks WHERE id = 1")
     assert excerpt_sets.get_present(db, "m", [1]) == {}
