@@ -119,6 +119,8 @@ def blended_matrix(
     ranks its candidates: each query's `pool` nearest by cosine re-ranked by the blend, the rest
     after them in cosine order."""
     cos = np.asarray(queries, np.float64) @ np.asarray(candidates, np.float64).T
+    if not cos.size:
+        return cos
     sets = np.stack([set_similarities(q, candidate_sets) for q in query_sets]).reshape(cos.shape)
     scores = cos - 4.0  # below any blend of two cosines in [-1, 1]
     nearest = np.argsort(-cos, axis=1, kind="stable")[:, :pool]

@@ -89,3 +89,22 @@ def test_seeds_of_an_objective_are_averaged_with_their_spread(tmp_path):
     assert "| 7.25 |" in doc
     assert "(a) fewer than 3 seeds: vicreg (2 seeds)" in doc
     assert "--seeds 3" in doc
+
+
+def test_fine_tuning_seeds_of_arm_b_are_averaged_with_their_spread(tmp_path):
+    cfg = ExperimentsConfig(corpus=tmp_path / "corpus", out=tmp_path / "runs", seeds=3)
+    for folder, roc in (("supervised-1", 0.75), ("supervised-1-seed1", 0.875)):
+        run = cfg.out / "b" / folder / "heldout"
+        run.mkdir(parents=True)
+        entry = {
+            "head": {"roc_auc": roc, "pr_auc": roc / 2, "n_tags": 29},
+            "probes": {"tags": {"mlp": {"1": {"roc_auc": roc, "pr_auc": 0.5, "n_tags": 29}}}},
+        }
+        (run / "results.json").write_text(json.dumps({"features": {"supervised": entry}}))
+    # A seed folder without its predecessor is not counted (seeds are read 0, 1, 2, ...).
+    (cfg.out / "b" / "supervised-0.1-seed1" / "heldout").mkdir(parents=True)
+    doc = render_doc(cfg)
+    assert (
+        "| supervised (2 seeds) | not run | not run | 0.812 ± 0.062 / 0.406 ± 0.031 (n=29) |" in doc
+    )
+    assert "(b) fewer than 3 fine-tuning seeds: supervised\n" in doc

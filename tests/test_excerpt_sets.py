@@ -72,6 +72,7 @@ def test_only_the_nearest_pool_is_re_ranked():
     assert full[0].argmax() == 1  # its sets match exactly
     pooled = blended_matrix(unit(query.mean(0)), [query], cands, [near, far], pool=1)
     assert pooled[0].argmax() == 0
+    assert blended_matrix(np.zeros((0, 3)), [], cands, [near, far]).shape == (0, 2)
 
 
 def test_sets_round_trip_through_the_library_db_and_go_with_their_track(db):

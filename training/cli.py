@@ -549,7 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--arms", default="a,b,c,d", help="arms to run now: a,b,c (d is read off a and c)"
     )
     p.add_argument("--steps", type=int, default=300, help="training steps of every run")
-    p.add_argument("--seeds", type=int, default=1, help="pre-training seeds per objective in arm a")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="pre-training seeds per objective (arm a), fine-tuning seeds per method (arm b)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-minutes", type=float, help="safety stop per run (resumed next time)")
     p.add_argument("--cache", help="decoded-audio cache folder")

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import count, takewhile
+from itertools import count, product, takewhile
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,9 @@ class ExperimentsConfig:
     out: Path
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     steps: int = 300  # every training run's budget
-    seeds: int = 1  # arm a's pre-training seeds (0 … seeds-1); arm b fine-tunes seed 0's run
+    # Seeds 0 … seeds-1: arm a's pre-training seeds, and arm b's fine-tuning seeds (each
+    # fine-tunes seed 0's pre-training on the same labelled subset; only the training seed moves).
+    seeds: int = 1
     batch_size: int = 32
     max_minutes: float | None = None  # a safety stop per run; a stopped run resumes next time
     cache_dir: Path | None = None
@@ -134,13 +136,24 @@ def _pretrained(cfg: ExperimentsConfig, objective: str, seed: int = 0) -> Path |
     return out if _timed(out, cfg.steps, lambda: pretrain(config)) else None
 
 
+def _finetuning_dir(cfg: ExperimentsConfig, name: str, fraction: float, seed: int) -> Path:
+    return cfg.out / "b" / (f"{name}-{fraction:g}" + (f"-seed{seed}" if seed else ""))
+
+
 def _finetuned(
-    cfg: ExperimentsConfig, ssl_run: Path, name: str, fraction: float, augment: bool, ssl: bool
+    cfg: ExperimentsConfig,
+    ssl_run: Path,
+    name: str,
+    fraction: float,
+    augment: bool,
+    ssl: bool,
+    seed: int = 0,
 ) -> Path:
     """One arm-b fine-tuning run; metric+SSL starts from `ssl_run`, supervised from scratch."""
-    out = cfg.out / "b" / f"{name}-{fraction:g}"
+    out = _finetuning_dir(cfg, name, fraction, seed)
     settings: dict[str, Any] = {
         **_common(cfg, out),
+        "seed": seed,
         "data": _data(cfg, fraction),
         "augment": {"enabled": augment},
         "optim": {"lr": FINETUNE_LR},
@@ -220,9 +233,9 @@ def _arm_b(cfg: ExperimentsConfig) -> None:
         {"frozen-probe SSL": ssl_run},
         {"tasks": [TAGS], "baselines": [], "fractions": list(FRACTIONS)},
     )
-    for fraction in FRACTIONS:
+    for seed, fraction in product(range(cfg.seeds), FRACTIONS):
         for name, augment, ssl in FINETUNE_VARIANTS:
-            run = _finetuned(cfg, ssl_run, name, fraction, augment, ssl)
+            run = _finetuned(cfg, ssl_run, name, fraction, augment, ssl, seed)
             # The fine-tuned head and, for a like-for-like encoder comparison, the frozen row's
             # MLP probe on this encoder's features with the same share of labels.
             _scored(
@@ -325,29 +338,42 @@ def _probe_score(entry: dict[str, Any], task: str, key: str = "roc_auc") -> Any:
     return _mlp_scores(entry, task).get(key)
 
 
+BRow = tuple[str, list[list[dict[str, Any]]]]  # (method, per label fraction: scores per seed)
+
+
 def _finetuned_rows(
     cfg: ExperimentsConfig, pick: Callable[[dict[str, Any], float], dict[str, Any]]
-) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(name, one score per label fraction) for arm b's fine-tuned runs that have any result."""
+) -> list[BRow]:
+    """(name, scores per seed for each label fraction) for arm b's runs that have any result."""
     rows = []
     for name in FINETUNED:
         cells = []
         for fraction in FRACTIONS:
-            report = _load(cfg.out / "b" / f"{name}-{fraction:g}" / "heldout" / "results.json")
-            entry = (report or {}).get("features", {}).get(name)
-            cells.append(pick(entry, fraction) if entry else {})
+            seeds = takewhile(
+                Path.is_dir, (_finetuning_dir(cfg, name, fraction, s) for s in count())
+            )
+            scores = []
+            for run in seeds:
+                report = _load(run / "heldout" / "results.json")
+                entry = (report or {}).get("features", {}).get(name)
+                if entry and pick(entry, fraction):
+                    scores.append(pick(entry, fraction))
+            cells.append(scores)
         if any(cells):
             rows.append((name, cells))
     return rows
 
 
-def _b_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+def _b_table(rows: list[BRow]) -> list[str]:
     if not rows:
         return []
     # How many synthetic pieces a share of labels leaves (the frozen probe records it): at 1 %
     # it is a handful, which no method can be expected to learn 29 tags from.
     pieces = [
-        next((c[i]["labelled_tracks"] for _, c in rows if "labelled_tracks" in c[i]), None)
+        next(
+            (c[i][0]["labelled_tracks"] for _, c in rows if c[i] and "labelled_tracks" in c[i][0]),
+            None,
+        )
         for i in range(len(FRACTIONS))
     ]
     header = [
@@ -360,11 +386,14 @@ def _b_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
     ]
     for name, cells in rows:
         text = [
-            f"{_f(c.get('roc_auc'))} / {_f(c.get('pr_auc'))} (n={c.get('n_tags', '?')})"
-            if c
+            f"{_seeded([c.get('roc_auc') for c in seeds])} / "
+            f"{_seeded([c.get('pr_auc') for c in seeds])} (n={seeds[0].get('n_tags', '?')})"
+            if seeds
             else "not run"
-            for c in cells
+            for seeds in cells
         ]
+        if max(len(seeds) for seeds in cells) > 1:
+            name = f"{name} ({max(len(seeds) for seeds in cells)} seeds)"
         lines.append(f"| {name} | " + " | ".join(text) + " |")
     return lines
 
@@ -380,8 +409,9 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         f"{cfg.steps} steps × batch {cfg.batch_size}, melcnn, CPU. Scores are on held-out data "
         "only: synthetic test pieces rendered with the other soundfont (TimGM6mb) for tagging, "
         "real test soundtracks (soundtrack = class) for retrieval R@K / M@K and first-half → "
-        "second-half identification. Where an objective was pre-trained with several seeds, a "
-        "cell is their mean ± half their range (minutes: the mean); elsewhere one seed, so treat "
+        "second-half identification. Where an objective was pre-trained (a, d) or a method "
+        "fine-tuned (b) with several seeds, a cell is their mean ± half their range (minutes: the "
+        "mean); elsewhere one seed, so treat "
         "differences of a few hundredths as noise. Minutes are wall time on whatever machine ran "
         "the arm (a shared 2-core VM for the committed numbers), not a speed measurement. How "
         "the numbers read against the papers these arms reproduce in small: docs/MODEL_CARD.md, "
@@ -456,7 +486,7 @@ def render_doc(cfg: ExperimentsConfig) -> str:
     ]
     frozen = _load(cfg.out / "b" / "frozen-probe" / "results.json")
     frozen_cells = (
-        [_mlp_scores(frozen["features"]["frozen-probe SSL"], TAGS, f) for f in FRACTIONS]
+        [[_mlp_scores(frozen["features"]["frozen-probe SSL"], TAGS, f)] for f in FRACTIONS]
         if frozen
         else []
     )
@@ -479,6 +509,9 @@ def render_doc(cfg: ExperimentsConfig) -> str:
         for rows in (heads, encoders)
     ):
         missing.append("(b) incomplete: rows or cells marked 'not run' (or absent) have no result")
+    short = [n for n, cells in heads if n in FINETUNED and any(len(c) < cfg.seeds for c in cells)]
+    if short:
+        missing.append(f"(b) fewer than {cfg.seeds} fine-tuning seeds: {', '.join(short)}")
 
     lines += ["", "## Not run yet", ""]
     if missing:
