@@ -18,9 +18,8 @@ FAISS and the like index single vectors; a set-to-set score is a few lines of nu
 Sets are stored as int8, each vector scaled to its largest component and re-normalised when read
 (on the val sets above no ranking changed against float32; scores moved by at most 0.0014): a
 16-excerpt set of the shipped model is 5.3 KB, ~670 MB in SQLite for a 100,000-track library
-(docs/BENCHMARKS.md). At most
-`MAX_VECTORS` per track: the "all" policy merges neighbouring excerpts in pairs as a long file
-goes on (`SetBuilder`), so memory and storage stay bounded.
+(docs/BENCHMARKS.md). At most `MAX_VECTORS` per track: the "all" policy merges neighbouring
+excerpts in pairs as a long file goes on (`SetBuilder`), so memory and storage stay bounded.
 """
 
 from __future__ import annotations
