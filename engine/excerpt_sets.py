@@ -3,8 +3,9 @@
 A track vector is the mean over its excerpts, so a piece with several sections becomes their
 blend, and two tracks of one soundtrack (one composer, one palette) can blend closer than the two
 halves of one piece. Set matching compares the excerpts themselves: each excerpt of one track
-finds its best match among the other's (the symmetric Chamfer similarity of the two sets), so a
-section that recurs counts in full. "Find similar" and the identification measure rank by
+finds its best match among the other's (the symmetric Chamfer similarity of the two sets, the
+"late interaction" of multi-vector retrieval such as ColBERT), so a section that recurs counts in
+full. "Find similar" and the identification measure rank by
 `SET_WEIGHT` · set similarity + (1 − `SET_WEIGHT`) · cosine of the track vectors, re-ranking the
 index's nearest candidates; the HNSW index itself stays one vector per track.
 
