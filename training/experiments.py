@@ -356,8 +356,8 @@ def _finetuned_rows(
             for run in seeds:
                 report = _load(run / "heldout" / "results.json")
                 entry = (report or {}).get("features", {}).get(name)
-                if entry and pick(entry, fraction):
-                    scores.append(pick(entry, fraction))
+                if entry and (score := pick(entry, fraction)):
+                    scores.append(score)
             cells.append(scores)
         if any(cells):
             rows.append((name, cells))
@@ -486,7 +486,12 @@ def render_doc(cfg: ExperimentsConfig) -> str:
     ]
     frozen = _load(cfg.out / "b" / "frozen-probe" / "results.json")
     frozen_cells = (
-        [[_mlp_scores(frozen["features"]["frozen-probe SSL"], TAGS, f)] for f in FRACTIONS]
+        [
+            [score]
+            if (score := _mlp_scores(frozen["features"]["frozen-probe SSL"], TAGS, f))
+            else []
+            for f in FRACTIONS
+        ]
         if frozen
         else []
     )
