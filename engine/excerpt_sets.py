@@ -82,13 +82,9 @@ class SetBuilder:
         return np.stack(self._sums) / np.asarray(self._counts, np.float64)[:, None]
 
 
-def set_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Symmetric Chamfer similarity of two sets of unit vectors (rows)."""
-    return float(set_similarities(a, [b])[0])
-
-
 def set_similarities(query: np.ndarray, sets: Sequence[np.ndarray]) -> np.ndarray:
-    """`set_similarity(query, s)` for every s, from one matrix product over all their vectors."""
+    """Symmetric Chamfer similarity of the query set with each of `sets` (rows: unit vectors),
+    from one matrix product over all their vectors."""
     if not len(sets):
         return np.zeros(0)
     sizes = np.array([len(s) for s in sets])

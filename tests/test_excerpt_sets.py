@@ -11,8 +11,11 @@ from musicssl.engine.excerpt_sets import (
     blend,
     blended_matrix,
     set_similarities,
-    set_similarity,
 )
+
+
+def set_similarity(a, b):
+    return float(set_similarities(a, [b])[0])
 
 
 def unit(*rows):

@@ -279,7 +279,7 @@ def test_excerpt_sets_rerank_the_nearest_candidates(db):
     res = similar(db, index, [1], n=2)
     assert ids(res) == [3, 2]
     cos = float(emb.get(db, MODEL, [1])[0] @ emb.get(db, MODEL, [3])[0])
-    expected = excerpt_sets.blend(cos, excerpt_sets.set_similarity(seed_set, shared_set))
+    expected = excerpt_sets.blend(cos, excerpt_sets.set_similarities(seed_set, [shared_set])[0])
     assert res[0].score == pytest.approx(expected, abs=1e-3)
     with transaction(db) as conn:
         add_track(conn, 4, toward(middle, axis(3), 0.2))  # no set yet
