@@ -114,10 +114,10 @@ class TrackOutputs:
     first: np.ndarray  # (N, D') z of the first half of the excerpts (NaN rows: < 2 excerpts)
     second: np.ndarray  # (N, D') z of the second half
     # Excerpt sets (engine/excerpt_sets.py) of the whole track and of each half ((0, D') arrays
-    # where the track has < 2 excerpts).
-    sets: list[np.ndarray]
-    first_sets: list[np.ndarray]
-    second_sets: list[np.ndarray]
+    # where the track has < 2 excerpts); only when asked for (`with_sets`).
+    sets: list[np.ndarray] | None = None
+    first_sets: list[np.ndarray] | None = None
+    second_sets: list[np.ndarray] | None = None
 
 
 @torch.no_grad()
@@ -130,8 +130,10 @@ def embed_tracks(
     max_excerpts: int | None = DEFAULT_COUNT,
     batch_size: int = 32,
     progress: bool = False,
+    with_sets: bool = False,
 ) -> TrackOutputs:
-    """Run the model over evenly spread non-overlapping excerpts of every track."""
+    """Run the model over evenly spread non-overlapping excerpts of every track; `with_sets` also
+    keeps the excerpt sets the app ranks "find similar" with."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -141,7 +143,8 @@ def embed_tracks(
     half_sums = np.zeros((2, n, dim), np.float64)
     p_sum = np.zeros((n, n_tags), np.float64)
     counts = np.zeros(n, np.int64)
-    builders = [[SetBuilder() for _ in range(3)] for _ in range(n)]  # whole, first, second half
+    # Per track: whole, first half, second half.
+    builders = [[SetBuilder() for _ in range(3)] for _ in range(n)] if with_sets else []
     pending: list[tuple[int, int, int, np.ndarray]] = []  # (track, excerpt no, excerpts, audio)
 
     def run(chunk: list[tuple[int, int, int, np.ndarray]]) -> None:
@@ -153,11 +156,13 @@ def embed_tracks(
             h_sum[track] += hk
             p_sum[track] += pk
             counts[track] += 1
-            builders[track][0].add(hk)
+            half = 0 if k < total // 2 else 1
             if total >= 2:
-                half = 0 if k < total // 2 else 1
                 half_sums[half, track] += hk
-                builders[track][1 + half].add(hk)
+            if with_sets:
+                builders[track][0].add(hk)
+                if total >= 2:
+                    builders[track][1 + half].add(hk)
 
     for i, item in enumerate(tqdm(items, desc="embedding", disable=not progress, leave=False)):
         excerpts = excerpts_of(cache, item, crop_samples, max_excerpts)
@@ -184,17 +189,19 @@ def embed_tracks(
             return np.zeros((0, dim), np.float32)
         return as_stored(_z(model, builder.means()))
 
-    sets = [[set_of(b) for b in track] for track in builders]
-    return TrackOutputs(
+    outputs = TrackOutputs(
         h=h_mean[:, : model.embedding_dim].astype(np.float32),
         z=_z(model, h_mean),
         probs=(p_sum / safe).astype(np.float32),
         first=halves[0].astype(np.float32),
         second=halves[1].astype(np.float32),
-        sets=[s[0] for s in sets],
-        first_sets=[s[1] for s in sets],
-        second_sets=[s[2] for s in sets],
     )
+    if with_sets:
+        sets = [[set_of(b) for b in track] for track in builders]
+        outputs.sets, outputs.first_sets, outputs.second_sets = (
+            [track[part] for track in sets] for part in range(3)
+        )
+    return outputs
 
 
 def _z(model: EmbeddingModel, h: np.ndarray) -> np.ndarray:

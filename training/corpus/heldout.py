@@ -108,6 +108,7 @@ def _features(
                 cfg.excerpts,
                 cfg.batch_size,
                 cfg.progress,
+                with_sets=cfg.excerpt_sets,
             )
             out[part] = {
                 "h": o.h,
@@ -115,10 +116,9 @@ def _features(
                 "first": o.first,
                 "second": o.second,
                 "p": o.probs,
-                "sets": o.sets,
-                "first_sets": o.first_sets,
-                "second_sets": o.second_sets,
             }
+            if cfg.excerpt_sets:
+                out[part].update(sets=o.sets, first_sets=o.first_sets, second_sets=o.second_sets)
     if model is None:  # bliss-style: z-score over everything it sees, then cosine
         corpus = np.concatenate([out[p]["stats"].whole for p in out])
         for p in out:
@@ -267,14 +267,14 @@ def evaluate_heldout(
         real = feats["real_test"]
         labels = [i.album for i in items["real_test"]]
         ranking = None
-        if cfg.excerpt_sets and "sets" in real:  # the app's ranking: cosine + set matching
+        if "sets" in real:  # the app's ranking: cosine + set matching
             ranking = blended_matrix(real["z"], real["sets"], real["z"], real["sets"])
         entry["retrieval"] = metrics.retrieval_metrics(real["z"], labels, similarities=ranking)
         if "first" in real:
             first, second = real["first"], real["second"]
             ok = ~np.isnan(first).any(axis=1)
             ranking = None
-            if cfg.excerpt_sets and "first_sets" in real:
+            if "first_sets" in real:
                 keep = np.flatnonzero(ok)
                 ranking = blended_matrix(
                     first[ok],
